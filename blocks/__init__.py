@@ -1,0 +1,9 @@
+"""Prefect block types for the external systems Shipline drives. Configuration only, no logic."""
+
+from blocks.environment import ShiplineEnvironment
+from blocks.etcd import ShiplineEtcd
+from blocks.registry import ShiplineRegistry
+
+BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineEtcd)
+
+__all__ = ["BLOCK_TYPES", "ShiplineEnvironment", "ShiplineEtcd", "ShiplineRegistry"]

@@ -1,0 +1,41 @@
+"""Block type for a delivery environment (ci, pre, prod)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from prefect.blocks.core import Block
+from pydantic import Field, model_validator
+
+
+class ShiplineEnvironment(Block):
+    """Where an environment's instances run and how they are reached.
+
+    One document per environment, named after it (``ci``, ``pre``, ``prod``); its work pool has the same
+    name. At scale, point ``docker_host`` at the environment's Docker host and ``advertise_ip`` at the
+    address that nginx on other hosts reaches it by.
+    """
+
+    _block_type_name: ClassVar[str] = "Shipline Environment"
+    _block_type_slug: ClassVar[str] = "shipline-environment"
+    _description: ClassVar[str] = (
+        "A delivery environment: its Docker host, ports, replicas and approval policy."
+    )
+
+    work_pool: str = Field(description="Prefect work pool whose worker runs this environment's steps.")
+    advertise_ip: str = Field(default="127.0.0.1", description="Address registered in etcd for instances.")
+    docker_host: str = Field(default="unix:///var/run/docker.sock", description="Docker Engine URL.")
+    port_range_start: int = Field(default=20000, ge=1024, le=65535)
+    port_range_end: int = Field(default=20999, ge=1024, le=65535)
+    replicas: int = Field(
+        default=1, ge=1, le=64, description="Default instances per app (the app spec may override)."
+    )
+    requires_approval: bool = Field(
+        default=False, description="Pause for an operator's approval before deploying."
+    )
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ShiplineEnvironment:
+        if self.port_range_end < self.port_range_start:
+            raise ValueError("port_range_end must not be below port_range_start")
+        return self

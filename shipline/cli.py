@@ -1,0 +1,155 @@
+"""The ``shipline`` command line.
+
+Every command reports a ``ShiplineError`` as one line (plus a ``hint:`` line) and exits non-zero;
+no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from shipline.config import Settings, load_settings
+from shipline.errors import ShiplineError
+
+app = typer.Typer(
+    name="shipline",
+    help="Continuous delivery for Docker services: from a commit to PROD, findable in etcd, served by nginx.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+    raise typer.Exit(code)
+
+
+def reports_errors(command: F) -> F:
+    """Turn a ShiplineError into a one-line message and exit code 1."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ShiplineError as exc:
+            _fail(exc.message, exc.hint)
+        except KeyboardInterrupt:
+            _fail("interrupted", code=130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings() -> Settings:
+    """Settings for this invocation; Prefect calls in this process go to the stack's server by default."""
+    loaded = load_settings()
+    for key, value in loaded.prefect_environment().items():
+        os.environ.setdefault(key, value)
+    return loaded
+
+
+@app.command()
+@reports_errors
+def up() -> None:
+    """Start the embedded local stack (only what is not running) and print every URL."""
+    from shipline.stack.lifecycle import up as stack_up
+
+    current = settings()
+    began = time.monotonic()
+    typer.echo(f"Shipline stack (home {current.home})")
+    result = stack_up(current)
+    elapsed = time.monotonic() - began
+    if result.started:
+        typer.echo(f"Started {', '.join(result.started)} in {elapsed:.1f}s.")
+    elif result.provisioned:
+        typer.echo(f"Everything was already running; re-applied Prefect provisioning ({elapsed:.1f}s).")
+    else:
+        typer.echo(f"Everything was already running; nothing changed ({elapsed:.1f}s).")
+    _print_urls(current)
+
+
+def _print_urls(current: Settings) -> None:
+    typer.echo("")
+    typer.echo(f"  Prefect UI        {current.prefect_url}")
+    typer.echo(f"  Prefect API       {current.prefect_api_url}")
+    typer.echo(f"  etcd              {current.etcd_url}")
+    typer.echo(f"  registry          http://{current.registry_address}/v2/")
+    typer.echo(
+        f"  nginx             {current.nginx_url}  (apps: http://APP.ENV.localhost:{current.nginx_port}/)"
+    )
+    typer.echo(f"  Docker Engine     {current.docker_url}")
+    typer.echo(f"  logs              {current.log_dir}")
+
+
+@app.command()
+@reports_errors
+def down() -> None:
+    """Stop exactly what `shipline up` started (by pid), keeping all data."""
+    from shipline.stack.lifecycle import down as stack_down
+
+    stopped = stack_down(settings())
+    typer.echo(f"Stopped {', '.join(stopped)}." if stopped else "Nothing that Shipline started is running.")
+
+
+@app.command()
+@reports_errors
+def status(as_json: JsonOption = False) -> None:
+    """Report each component of the local stack: up or down, its URL, and whether Shipline started it."""
+    from shipline.stack.lifecycle import State
+    from shipline.stack.lifecycle import status as stack_status
+
+    current = settings()
+    components = stack_status(current)
+    all_up = all(c.state is State.UP for c in components)
+    if as_json:
+        document = {
+            "home": str(current.home),
+            "all_up": all_up,
+            "components": {c.name: c.as_dict() for c in components},
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    for c in components:
+        owner = f"pid {c.pid}" if c.managed else ("external" if c.state == State.UP else "")
+        typer.echo(f"{c.name:<12} {c.state:<9} {c.url:<48} {owner}")
+
+
+@app.command()
+@reports_errors
+def doctor(as_json: JsonOption = False) -> None:
+    """Check prerequisites (programs, versions, ports, permissions); exit 1 if any check fails."""
+    from shipline.stack.doctor import run_checks
+
+    checks = run_checks(settings())
+    if as_json:
+        typer.echo(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        for check in checks:
+            mark = "ok  " if check.ok else "FAIL"
+            fix = f"  -> fix: {check.fix}" if not check.ok and check.fix else ""
+            typer.echo(f"{mark} {check.name:<14} {check.detail}{fix}")
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ShiplineError as exc:  # raised outside a command, e.g. while reading settings
+        typer.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)

@@ -1,0 +1,195 @@
+"""Settings of the local stack and of Shipline's own processes.
+
+Every value has a working local default and can be overridden by an environment variable named
+``SHIPLINE_<FIELD>`` (for example ``SHIPLINE_HOME``, ``SHIPLINE_ETCD_PORT``). State lives under
+``home``; nothing is written into the project tree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shipline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The Shipline checkout: flows, templates and deployments are read from here."""
+
+DEPLOYMENTS_DIR = PROJECT_ROOT / "deployments"
+
+
+def _pool_names() -> tuple[str, ...]:
+    with (DEPLOYMENTS_DIR / "work-pools.yaml").open() as handle:
+        return tuple(pool["name"] for pool in yaml.safe_load(handle)["work_pools"])
+
+
+POOLS: tuple[str, ...] = _pool_names()
+"""Environments, each a Prefect work pool with its own worker (deployments/work-pools.yaml)."""
+
+Port = int
+
+
+class Settings(BaseSettings):
+    """Where the local stack listens and keeps its state.
+
+    Raises:
+        ConfigError: from ``load_settings`` when an override is invalid.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SHIPLINE_", frozen=True, extra="ignore")
+
+    home: Path = Field(default=Path("~/.shipline"), description="State, pid files and logs.")
+    host: str = Field(default="127.0.0.1", description="Loopback address every component binds to.")
+    prefect_port: Port = 4200
+    etcd_port: Port = 2379
+    etcd_peer_port: Port = 2380
+    registry_port: Port = 5000
+    nginx_port: Port = 8080
+    webhook_port: Port = 8090
+    docker_socket: Path = Field(default=Path("/var/run/docker.sock"), description="Docker Engine socket.")
+    docker_storage_driver: str = Field(
+        default="auto", description="overlay2, vfs, or auto (overlay2 where it works)."
+    )
+    worker_query_seconds: float = Field(default=1.0, gt=0, le=60)
+    start_timeout_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IP address") from exc
+        if not address.is_loopback:
+            raise ValueError(f"{value} is not a loopback address; the local stack binds to 127.0.0.0/8 only")
+        return value
+
+    @field_validator(
+        "prefect_port", "etcd_port", "etcd_peer_port", "registry_port", "nginx_port", "webhook_port"
+    )
+    @classmethod
+    def _port_range(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"{value} is not a TCP port (1-65535)")
+        return value
+
+    @field_validator("docker_storage_driver")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value not in {"auto", "overlay2", "vfs"}:
+            raise ValueError(f"{value!r} is not one of auto, overlay2, vfs")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        ports = {
+            "prefect_port": self.prefect_port,
+            "etcd_port": self.etcd_port,
+            "etcd_peer_port": self.etcd_peer_port,
+            "registry_port": self.registry_port,
+            "nginx_port": self.nginx_port,
+            "webhook_port": self.webhook_port,
+        }
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{name} and {seen[port]} are both {port}")
+            seen[port] = name
+        return self
+
+    # Derived locations. Properties, so that one override of ``home`` moves everything.
+    @cached_property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @cached_property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @cached_property
+    def nginx_dir(self) -> Path:
+        return self.home / "nginx"
+
+    @cached_property
+    def nginx_conf_dir(self) -> Path:
+        """Where service discovery writes one file per app and environment."""
+        return self.nginx_dir / "conf.d"
+
+    @cached_property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://{self.host}:{self.etcd_port}"
+
+    @property
+    def registry_address(self) -> str:
+        """Registry host:port as it appears in image references."""
+        return f"{self.host}:{self.registry_port}"
+
+    @property
+    def nginx_url(self) -> str:
+        return f"http://{self.host}:{self.nginx_port}"
+
+    @property
+    def docker_url(self) -> str:
+        return f"unix://{self.docker_socket}"
+
+    def prefect_environment(self) -> dict[str, str]:
+        """Prefect settings shared by the server, the workers and Shipline's own client calls."""
+        return {
+            "PREFECT_HOME": str(self.prefect_home),
+            "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": str(self.worker_query_seconds),
+            # Pipeline steps persist their results so that a run retried from the UI skips finished steps.
+            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+            "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_home / "storage"),
+            "SHIPLINE_PROJECT_DIR": str(PROJECT_ROOT),
+            "SHIPLINE_HOME": str(self.home),
+        }
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: naming the variable that holds an invalid value.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            if not error["loc"]:  # a check across fields: its message names them
+                problems.append(error["msg"])
+                continue
+            variable = f"SHIPLINE_{str(error['loc'][0]).upper()}"
+            problems.append(f"{variable}={os.environ.get(variable, '')!r}: {error['msg']}")
+        raise ConfigError(
+            "invalid Shipline settings: " + "; ".join(problems),
+            hint="fix or unset the variables named above",
+        ) from exc

@@ -1,0 +1,57 @@
+"""Shipline's one exception tree.
+
+Every failure that reaches a user is a ``ShiplineError``: its message says what failed and where, and
+its ``hint`` says what to do next. Foreign exceptions are translated at the boundary with
+``raise SomeShiplineError(...) from exc``.
+
+    ShiplineError
+    ├── ConfigError            bad settings or input (environment variables, CLI arguments)
+    ├── StackError             the embedded local stack
+    │   ├── MissingBinaryError     a program Shipline drives is not installed
+    │   ├── PortInUseError         a port Shipline needs is held by another program
+    │   └── ComponentStartError    a component did not start or did not answer in time
+    └── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
+"""
+
+from __future__ import annotations
+
+
+class ShiplineError(Exception):
+    """Root of every error Shipline reports to a user.
+
+    Args:
+        message: What failed, and where (component, app, env, host).
+        hint: What to do next; shown on its own line by the CLI.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ShiplineError):
+    """A setting or an argument is invalid."""
+
+
+class StackError(ShiplineError):
+    """A component of the embedded local stack failed."""
+
+
+class MissingBinaryError(StackError):
+    """A program that a component runs is not installed."""
+
+
+class PortInUseError(StackError):
+    """A port that a component needs is held by another program."""
+
+
+class ComponentStartError(StackError):
+    """A component exited or did not answer within its start timeout."""
+
+
+class ServiceUnavailableError(ShiplineError):
+    """A service that the operation needs does not answer."""

@@ -1,0 +1,435 @@
+"""The components of the embedded local stack: how each starts and how to tell that it answers.
+
+Each probe speaks the component's own protocol (Docker's ``/_ping``, etcd's ``/health``, the registry's
+``/v2/``, Prefect's ``/api/health``, a marker page of Shipline's nginx), so a stranger listening on the
+port is never taken for the component.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import jinja2
+import yaml
+
+from shipline.config import POOLS, PROJECT_ROOT, Settings
+from shipline.stack.processes import ProcessRecord
+
+PROBE_TIMEOUT = httpx.Timeout(1.0)
+
+
+@dataclass
+class Component(ABC):
+    """A long-running process of the local stack.
+
+    Subclasses give the command, the files it needs and a probe.
+    """
+
+    settings: Settings
+    name: str = ""
+    binary: str = ""
+    package: str = ""
+    port: int | None = None
+    start_timeout: float = 30.0
+    needs: tuple[str, ...] = field(default=())
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where users reach the component."""
+
+    @property
+    def log(self) -> Path:
+        return self.settings.log_dir / f"{self.name}.log"
+
+    def resolve_binary(self) -> str | None:
+        """Absolute path of the program, or None when it is not installed."""
+        return shutil.which(self.binary) or shutil.which(self.binary, path="/usr/sbin:/sbin")
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """Program and arguments that run the component in the foreground."""
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def prepare(self) -> None:  # noqa: B027 - an optional hook; most components need no files
+        """Create the directories and configuration files the process reads."""
+
+    @abstractmethod
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        """True when the component answers as itself (``record``: our process, if we started it)."""
+
+    def fix_hint(self) -> str:
+        return f"read {self.log}"
+
+
+def _http_ok(url: str, *, transport: httpx.HTTPTransport | None = None) -> httpx.Response | None:
+    try:
+        with httpx.Client(timeout=PROBE_TIMEOUT, transport=transport, trust_env=False) as client:
+            response = client.get(url)
+    except httpx.HTTPError:
+        return None
+    return response if response.status_code == 200 else None
+
+
+@dataclass
+class DockerEngine(Component):
+    name: str = "docker"
+    binary: str = "dockerd"
+    package: str = "docker.io"
+    start_timeout: float = 60.0
+
+    @property
+    def url(self) -> str:
+        return self.settings.docker_url
+
+    def storage_driver(self) -> str:
+        if self.settings.docker_storage_driver != "auto":
+            return self.settings.docker_storage_driver
+        return "overlay2" if overlay_supported(self.settings.home) else "vfs"
+
+    def command(self) -> list[str]:
+        return [
+            self.resolve_binary() or self.binary,
+            "--iptables=false",
+            "--ip-masq=false",
+            "--bridge=none",
+            f"--storage-driver={self.storage_driver()}",
+            f"--data-root={self.settings.home / 'docker'}",
+            f"--pidfile={self.settings.run_dir / 'dockerd.pid'}",
+            f"--host={self.settings.docker_url}",
+        ]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        if not self.settings.docker_socket.exists():
+            return False
+        transport = httpx.HTTPTransport(uds=str(self.settings.docker_socket))
+        response = _http_ok("http://docker/_ping", transport=transport)
+        return response is not None and response.text == "OK"
+
+    def fix_hint(self) -> str:
+        return f"read {self.log}; dockerd needs root (run as root, or start your own engine at {self.url})"
+
+
+def overlay_supported(path: Path) -> bool:
+    """True when overlay2 can work under ``path``: the kernel has overlayfs and ``path`` is not on one."""
+    try:
+        filesystems = Path("/proc/filesystems").read_text()
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    if "overlay" not in filesystems:
+        return False
+    target = str(path.resolve())
+    best, fstype = "", ""
+    for line in mounts:
+        parts = line.split()
+        mount_point = parts[1]
+        if (target == mount_point or target.startswith(mount_point.rstrip("/") + "/")) and len(
+            mount_point
+        ) > len(best):
+            best, fstype = mount_point, parts[2]
+    return fstype != "overlay"
+
+
+@dataclass
+class Etcd(Component):
+    name: str = "etcd"
+    binary: str = "etcd"
+    package: str = "etcd-server"
+    start_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.etcd_port
+
+    @property
+    def url(self) -> str:
+        return self.settings.etcd_url
+
+    def command(self) -> list[str]:
+        s = self.settings
+        peer = f"http://{s.host}:{s.etcd_peer_port}"
+        return [
+            self.resolve_binary() or self.binary,
+            "--name=shipline",
+            f"--data-dir={s.home / 'etcd'}",
+            f"--listen-client-urls={s.etcd_url}",
+            f"--advertise-client-urls={s.etcd_url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=shipline={peer}",
+            # Keep an hour of history for watchers that reconnect; older revisions are compacted.
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=1h",
+        ]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        response = _http_ok(f"{self.url}/health")
+        if response is None:
+            return False
+        try:
+            return response.json().get("health") == "true"
+        except ValueError:
+            return False
+
+
+@dataclass
+class Registry(Component):
+    name: str = "registry"
+    binary: str = "docker-registry"
+    package: str = "docker-registry"
+    start_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.registry_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.registry_address}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.settings.home / "registry" / "config.yml"
+
+    def prepare(self) -> None:
+        storage = self.settings.home / "registry" / "data"
+        storage.mkdir(parents=True, exist_ok=True)
+        config = {
+            "version": 0.1,
+            "log": {"level": "info", "fields": {"service": "registry"}},
+            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+            "http": {
+                "addr": self.settings.registry_address,
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            },
+        }
+        _write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
+
+    def command(self) -> list[str]:
+        return [self.resolve_binary() or self.binary, "serve", str(self.config_path)]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        response = _http_ok(f"{self.url}/v2/")
+        return response is not None and "docker-distribution-api-version" in response.headers
+
+
+@dataclass
+class Nginx(Component):
+    name: str = "nginx"
+    binary: str = "nginx"
+    package: str = "nginx-light"
+    start_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.nginx_port
+
+    @property
+    def url(self) -> str:
+        return self.settings.nginx_url
+
+    @property
+    def config_path(self) -> Path:
+        return self.settings.nginx_dir / "nginx.conf"
+
+    def render_config(self) -> str:
+        s = self.settings
+        worker_user = ""
+        if os.geteuid() == 0:
+            worker_user = "nobody nogroup" if _group_exists("nogroup") else "nobody"
+        environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(PROJECT_ROOT / "templates" / "nginx"),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # noqa: S701 - renders nginx syntax, not HTML; inputs are validated Settings
+            keep_trailing_newline=True,
+        )
+        return environment.get_template("nginx.conf.j2").render(
+            host=s.host,
+            port=s.nginx_port,
+            nginx_dir=s.nginx_dir,
+            conf_dir=s.nginx_conf_dir,
+            log_dir=s.log_dir,
+            worker_user=worker_user,
+        )
+
+    def prepare(self) -> None:
+        self.settings.nginx_conf_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.settings.nginx_dir / "tmp"
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (tmp / sub).mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                # Workers run as nobody and buffer large bodies here.
+                nobody = pwd.getpwnam("nobody")
+                os.chown(tmp / sub, nobody.pw_uid, nobody.pw_gid)
+        _write_atomic(self.config_path, self.render_config())
+
+    def command(self) -> list[str]:
+        return [
+            self.resolve_binary() or self.binary,
+            "-c",
+            str(self.config_path),
+            "-p",
+            f"{self.settings.nginx_dir}/",
+            "-e",
+            str(self.settings.log_dir / "nginx-error.log"),
+        ]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        response = _http_ok(f"{self.url}/__shipline/health")
+        return response is not None and response.text.startswith("shipline nginx ok")
+
+    def fix_hint(self) -> str:
+        return f"read {self.log} and {self.settings.log_dir / 'nginx-error.log'}"
+
+
+def _group_exists(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass
+class PrefectServer(Component):
+    name: str = "prefect"
+    binary: str = "prefect"
+    package: str = "the project virtualenv (make install)"
+    start_timeout: float = 180.0
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.prefect_port
+
+    @property
+    def url(self) -> str:
+        return self.settings.prefect_url
+
+    def resolve_binary(self) -> str | None:
+        return sys.executable
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.prefect_environment())
+        env["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
+        return env
+
+    def prepare(self) -> None:
+        self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            s.host,
+            "--port",
+            str(s.prefect_port),
+        ]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        response = _http_ok(f"{self.settings.prefect_api_url}/health")
+        return response is not None and response.text.strip() == "true"
+
+
+@dataclass
+class Worker(Component):
+    """A Prefect process worker serving one environment's work pool."""
+
+    pool: str = "ci"
+    binary: str = "prefect"
+    package: str = "the project virtualenv (make install)"
+    start_timeout: float = 60.0
+    needs: tuple[str, ...] = ("prefect",)
+
+    def __post_init__(self) -> None:
+        self.name = f"worker-{self.pool}"
+
+    @property
+    def worker_name(self) -> str:
+        return f"shipline-{self.pool}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.settings.prefect_url}/work-pools/work-pool/{self.pool}"
+
+    def resolve_binary(self) -> str | None:
+        return sys.executable
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.prefect_environment())
+        # Flows read which environment they run in from their worker.
+        env["SHIPLINE_WORKER_POOL"] = self.pool
+        env["SHIPLINE_WORKER_NAME"] = self.worker_name
+        return env
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "prefect", "worker", "start",
+            "--pool", self.pool, "--type", "process", "--name", self.worker_name,
+        ]  # fmt: skip
+
+    def online_workers(self) -> list[dict[str, object]] | None:
+        """Workers the Prefect API lists as ONLINE in this pool, or None if the API does not answer."""
+        url = f"{self.settings.prefect_api_url}/work_pools/{self.pool}/workers/filter"
+        try:
+            with httpx.Client(timeout=PROBE_TIMEOUT, trust_env=False) as client:
+                response = client.post(url, json={})
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        return [w for w in response.json() if w.get("status") == "ONLINE"]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        online = self.online_workers()
+        if not online:
+            return False
+        if record is None:
+            # Not ours: any worker serving the pool counts, except a stale entry of our own name.
+            return any(w.get("name") != self.worker_name for w in online)
+        started = datetime.fromtimestamp(record.started_at).astimezone()
+        for worker in online:
+            if worker.get("name") == self.worker_name:
+                heartbeat = datetime.fromisoformat(str(worker["last_heartbeat_time"]))
+                if heartbeat >= started:
+                    return True
+        return False
+
+
+def infrastructure(settings: Settings) -> list[Component]:
+    """The stack's servers, in start order."""
+    return [
+        DockerEngine(settings),
+        Etcd(settings),
+        Registry(settings),
+        Nginx(settings),
+        PrefectServer(settings),
+    ]
+
+
+def workers(settings: Settings) -> list[Worker]:
+    """One process worker per environment's work pool."""
+    return [Worker(settings, pool=pool) for pool in POOLS]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

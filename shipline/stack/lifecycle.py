@@ -1,0 +1,259 @@
+"""Start, stop and report the embedded local stack.
+
+``up`` starts only what does not already answer and waits until every component does; ``down`` stops
+exactly the processes that ``up`` started, by their recorded pid; ``status`` reports each component.
+Both ``up`` and ``down`` hold a lock under the run directory so that two of them never interleave.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from shipline.config import Settings
+from shipline.errors import ComponentStartError, MissingBinaryError, PortInUseError
+from shipline.stack.components import Component, infrastructure, workers
+from shipline.stack.ports import find_listener
+from shipline.stack.processes import ProcessRecord, ProcessTable
+
+Report = Callable[[str], None]
+
+
+class State(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    STARTING = "starting"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One component as ``status`` and ``up`` report it."""
+
+    name: str
+    state: State
+    url: str
+    managed: bool
+    """True when Shipline started the running process (``down`` stops it)."""
+    pid: int | None
+    log: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": str(self.state),
+            "url": self.url,
+            "managed": self.managed,
+            "pid": self.pid,
+            "log": self.log,
+        }
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """What ``up`` did: the components it started, and the state of all of them afterwards."""
+
+    started: list[str]
+    components: list[ComponentStatus]
+    provisioned: bool
+
+
+def all_components(settings: Settings) -> list[Component]:
+    return [*infrastructure(settings), *workers(settings)]
+
+
+@contextmanager
+def stack_lock(settings: Settings) -> Iterator[None]:
+    """Serialise ``up`` and ``down`` across processes."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.run_dir / "stack.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def component_status(component: Component, table: ProcessTable) -> ComponentStatus:
+    """Probe one component and tell whether it is ours."""
+    record = table.running(component.name)
+    answers = component.probe(record)
+    if answers:
+        state = State.UP
+    elif record is not None:
+        state = State.STARTING
+    else:
+        state = State.DOWN
+    return ComponentStatus(
+        name=component.name,
+        state=state,
+        url=component.url,
+        managed=record is not None,
+        pid=record.pid if record else None,
+        log=str(component.log),
+    )
+
+
+def status(settings: Settings) -> list[ComponentStatus]:
+    """The state of every component, without changing anything."""
+    table = ProcessTable(settings.run_dir)
+    return [component_status(component, table) for component in all_components(settings)]
+
+
+def _check_startable(component: Component) -> None:
+    if component.resolve_binary() is None:
+        raise MissingBinaryError(
+            f"{component.name}: program {component.binary!r} is not installed",
+            hint=f"install {component.package} (make install does it on Debian)",
+        )
+    if component.port is not None:
+        listener = find_listener(component.port)
+        if listener is not None:
+            raise PortInUseError(
+                f"{component.name}: port {component.port} is held by {listener.describe()}, "
+                f"which does not answer as {component.name}",
+                hint=f"stop that program, or move Shipline's {component.name} with "
+                f"SHIPLINE_{component.name.upper()}_PORT",
+            )
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+def _wait_all(
+    pending: dict[str, tuple[Component, ProcessRecord]], table: ProcessTable, report: Report
+) -> None:
+    """Wait until each started component answers; fail fast on the first that exits or times out.
+
+    A component that times out is stopped, so that the next ``up`` starts it afresh.
+    """
+    deadlines = {name: time.monotonic() + comp.start_timeout for name, (comp, _) in pending.items()}
+    started_at = time.monotonic()
+    while pending:
+        for name, (component, record) in list(pending.items()):
+            if component.probe(record):
+                report(f"  {name:<12} up after {time.monotonic() - started_at:.1f}s  {component.url}")
+                del pending[name]
+            elif not record.alive:
+                table.forget(name)
+                raise ComponentStartError(
+                    f"{name}: the process exited during start-up; last lines of {component.log}:\n"
+                    f"{_tail(component.log)}",
+                    hint=component.fix_hint(),
+                )
+            elif time.monotonic() > deadlines[name]:
+                table.stop(name, timeout=5.0)
+                raise ComponentStartError(
+                    f"{name}: no answer at {component.url} within {component.start_timeout:.0f}s; "
+                    f"last lines of {component.log}:\n{_tail(component.log)}",
+                    hint=component.fix_hint(),
+                )
+        if pending:
+            time.sleep(0.1)
+
+
+def start_missing(components: list[Component], table: ProcessTable, report: Report) -> list[str]:
+    """Start each component that does not answer and wait until all of them answer.
+
+    Returns:
+        The names of the components started.
+
+    Raises:
+        MissingBinaryError, PortInUseError, ComponentStartError: naming the component and its log.
+    """
+    pending: dict[str, tuple[Component, ProcessRecord]] = {}
+    for component in components:
+        record = table.running(component.name)
+        if component.probe(record):
+            whose = f"pid {record.pid}" if record else "not started by Shipline"
+            report(f"  {component.name:<12} already running ({whose})  {component.url}")
+            continue
+        if record is not None:
+            # Ours but not answering yet: another `up` started it moments ago; wait for it.
+            pending[component.name] = (component, record)
+            continue
+        _check_startable(component)
+        component.prepare()
+        new = table.spawn(component.name, component.command(), log=component.log, env=component.environment())
+        report(f"  {component.name:<12} starting (pid {new.pid}, log {component.log})")
+        pending[component.name] = (component, new)
+    started = list(pending)
+    _wait_all(pending, table, report)
+    return started
+
+
+def up(
+    settings: Settings,
+    *,
+    report: Report = print,
+    provision: Callable[[Settings, Report], bool] | None = None,
+    only: Collection[str] | None = None,
+) -> UpResult:
+    """Start what is not running, provision Prefect, and wait until every component answers.
+
+    Args:
+        settings: Where the stack listens and keeps its state.
+        report: Receives one progress line at a time.
+        provision: Creates work pools, blocks and deployments once Prefect answers; returns whether it
+            changed anything. Defaults to ``shipline.stack.provision.provision``.
+        only: Names of the components to start (default: all); provisioning runs when Prefect is one.
+
+    Returns:
+        What was started, and every component's state.
+
+    Raises:
+        MissingBinaryError, PortInUseError, ComponentStartError: naming the component and its log.
+    """
+    if provision is None:
+        from shipline.stack.provision import provision as default_provision
+
+        provision = default_provision
+
+    def chosen(components: list[Component]) -> list[Component]:
+        return [c for c in components if only is None or c.name in only]
+
+    table = ProcessTable(settings.run_dir)
+    with stack_lock(settings):
+        for path in (settings.home, settings.run_dir, settings.log_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        started = start_missing(chosen(infrastructure(settings)), table, report)
+        provisioned = only is None or "prefect" in only
+        provisioned = provision(settings, report) if provisioned else False
+        started += start_missing(chosen(list(workers(settings))), table, report)
+    return UpResult(started=started, components=status(settings), provisioned=provisioned)
+
+
+def down(
+    settings: Settings, *, report: Report = print, components: list[Component] | None = None
+) -> list[str]:
+    """Stop the processes that ``up`` started, workers first, keeping all data.
+
+    Args:
+        settings: The stack.
+        report: Receives one progress line at a time.
+        components: Stop only these (default: every component).
+
+    Returns:
+        The names of the components stopped.
+    """
+    table = ProcessTable(settings.run_dir)
+    stopped = []
+    with stack_lock(settings):
+        for component in reversed(components if components is not None else all_components(settings)):
+            record = table.running(component.name)
+            if record is None:
+                table.forget(component.name)
+                continue
+            report(f"  {component.name:<12} stopping (pid {record.pid})")
+            timeout = 45.0 if component.name == "docker" else 20.0
+            if table.stop(component.name, timeout=timeout):
+                stopped.append(component.name)
+    return stopped

@@ -1,0 +1,77 @@
+"""Who listens on a TCP port: the answer behind every "port in use" message."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A process listening on a port (pid and program are None when /proc does not tell)."""
+
+    port: int
+    pid: int | None
+    program: str | None
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return "an unknown program"
+        return f"{self.program or 'a program'} (pid {self.pid})"
+
+
+def _listening_inodes(port: int, proc_net: Path) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == _LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
+def _owner(inodes: set[str], proc: Path) -> tuple[int, str] | None:
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if str(fd.readlink()) in targets:
+                    return int(entry.name), (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+    return None
+
+
+def find_listener(port: int, *, proc: Path = Path("/proc")) -> Listener | None:
+    """The process listening on ``port`` on any address, or None if the port is free.
+
+    Args:
+        port: TCP port.
+        proc: The proc filesystem (a fake tree in tests).
+    """
+    inodes = _listening_inodes(port, proc / "net")
+    if not inodes:
+        return None
+    owner = _owner(inodes, proc)
+    if owner is None:
+        return Listener(port, None, None)
+    return Listener(port, owner[0], owner[1])
+
+
+def port_accepts(host: str, port: int, *, timeout: float = 0.5) -> bool:
+    """True if a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,261 @@
+"""Prefect's side of the local stack: work pools, Shipline's block types and documents, deployments.
+
+Everything here is create-if-missing, so operators' changes in the UI (a block's port range, a paused
+deployment's schedule) survive the next ``shipline up``. Deployments are re-applied when
+``deployments/prefect.yaml`` changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shipline.config import DEPLOYMENTS_DIR, PROJECT_ROOT, Settings
+from shipline.errors import ConfigError, ServiceUnavailableError
+
+Report = Callable[[str], None]
+
+PREFECT_YAML = DEPLOYMENTS_DIR / "prefect.yaml"
+WORK_POOLS_YAML = DEPLOYMENTS_DIR / "work-pools.yaml"
+
+# Local documents of Shipline's block types; created when missing, never overwritten.
+ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ci": {"port_range_start": 20000, "port_range_end": 20999, "replicas": 1},
+    "pre": {"port_range_start": 21000, "port_range_end": 21999, "replicas": 1},
+    "prod": {"port_range_start": 22000, "port_range_end": 22999, "replicas": 2},
+}
+
+
+class WorkPoolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    type: str = "process"
+    description: str = ""
+
+
+class ScheduleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str | None = None
+    interval: float | None = Field(default=None, gt=0, description="seconds")
+    timezone: str = "UTC"
+    active: bool = True
+
+
+class WorkPoolRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentSpec(BaseModel):
+    """One entry of ``deployments:`` in prefect.yaml (the keys Shipline uses)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    entrypoint: str
+    work_pool: WorkPoolRef
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
+    concurrency_limit: int | None = None
+
+    @property
+    def flow_file(self) -> Path:
+        return PROJECT_ROOT / self.entrypoint.split(":", 1)[0]
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path.relative_to(PROJECT_ROOT)}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.relative_to(PROJECT_ROOT)} must hold a mapping")
+    return data
+
+
+def load_work_pools() -> list[WorkPoolSpec]:
+    """The work pools of deployments/work-pools.yaml."""
+    try:
+        return [WorkPoolSpec.model_validate(p) for p in _load_yaml(WORK_POOLS_YAML).get("work_pools", [])]
+    except ValidationError as exc:
+        raise ConfigError(f"deployments/work-pools.yaml: {exc}") from exc
+
+
+def load_deployments() -> list[DeploymentSpec]:
+    """The deployments of deployments/prefect.yaml."""
+    try:
+        return [DeploymentSpec.model_validate(d) for d in _load_yaml(PREFECT_YAML).get("deployments", [])]
+    except ValidationError as exc:
+        raise ConfigError(
+            f"deployments/prefect.yaml: {exc}",
+            hint="Shipline applies name, entrypoint, work_pool, description, tags, parameters, "
+            "schedules (cron or interval) and concurrency_limit",
+        ) from exc
+
+
+def flow_name(spec: DeploymentSpec) -> str:
+    """The flow name of a deployment's entrypoint, read from its ``@flow(name=...)`` without importing it."""
+    import ast
+
+    function = spec.entrypoint.split(":", 1)[1]
+    tree = ast.parse(spec.flow_file.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call):
+                    for keyword in decorator.keywords:
+                        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                            return str(keyword.value.value)
+            return function.replace("_", "-")
+    raise ConfigError(
+        f"deployments/prefect.yaml: {spec.entrypoint} names no function of {spec.flow_file.name}"
+    )
+
+
+def fingerprint() -> str:
+    """Changes whenever what provisioning applies changes."""
+    digest = hashlib.sha256(str(PROJECT_ROOT).encode())
+    for path in (PREFECT_YAML, WORK_POOLS_YAML, *sorted((PROJECT_ROOT / "blocks").glob("*.py"))):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _marker(settings: Settings) -> Path:
+    return settings.run_dir / "provisioned.json"
+
+
+def _server_has_everything(
+    settings: Settings, pools: list[WorkPoolSpec], specs: list[DeploymentSpec]
+) -> bool:
+    api = settings.prefect_api_url
+    try:
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            for pool in pools:
+                if client.get(f"{api}/work_pools/{pool.name}").status_code != 200:
+                    return False
+            for spec in specs:
+                if client.get(f"{api}/deployments/name/{flow_name(spec)}/{spec.name}").status_code != 200:
+                    return False
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def up_to_date(settings: Settings) -> bool:
+    """True when the last provisioning applied the current files and the server still holds their result."""
+    try:
+        recorded = json.loads(_marker(settings).read_text())
+    except (OSError, ValueError):
+        return False
+    if recorded.get("fingerprint") != fingerprint():
+        return False
+    return _server_has_everything(settings, load_work_pools(), load_deployments())
+
+
+def provision(settings: Settings, report: Report = print) -> bool:
+    """Create work pools, block types and documents, and deployments, unless they are up to date.
+
+    Returns:
+        True if anything was applied.
+
+    Raises:
+        ServiceUnavailableError: if the Prefect API rejects a call.
+        ConfigError: if a file under deployments/ is invalid.
+    """
+    if up_to_date(settings):
+        report("  prefect      work pools, blocks and deployments up to date")
+        return False
+    os.environ.update(settings.prefect_environment())
+    pools, specs = load_work_pools(), load_deployments()
+    try:
+        _apply_work_pools(pools, report)
+        _apply_blocks(settings, report)
+        _apply_deployments(specs, report)
+    except (httpx.HTTPError, RuntimeError) as exc:
+        raise ServiceUnavailableError(
+            f"prefect: provisioning at {settings.prefect_api_url} failed: {exc}",
+            hint=f"read {settings.log_dir / 'prefect.log'}",
+        ) from exc
+    marker = _marker(settings)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint()}))
+    tmp.replace(marker)
+    return True
+
+
+def _apply_work_pools(pools: list[WorkPoolSpec], report: Report) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for pool in pools:
+            try:
+                client.read_work_pool(pool.name)
+            except ObjectNotFound:
+                client.create_work_pool(
+                    WorkPoolCreate(name=pool.name, type=pool.type, description=pool.description)
+                )
+                report(f"  prefect      created work pool {pool.name}")
+
+
+def _apply_blocks(settings: Settings, report: Report) -> None:
+    from prefect.exceptions import ObjectNotFound
+
+    from blocks import BLOCK_TYPES, ShiplineEnvironment, ShiplineEtcd, ShiplineRegistry
+
+    for block_type in BLOCK_TYPES:
+        block_type.register_type_and_schema()
+    wanted: list[tuple[str, Any]] = [
+        (env, ShiplineEnvironment(work_pool=env, **values)) for env, values in ENVIRONMENT_DEFAULTS.items()
+    ]
+    wanted.append(("default", ShiplineRegistry(address=settings.registry_address)))
+    wanted.append(("default", ShiplineEtcd(endpoints=[settings.etcd_url])))
+    for name, document in wanted:
+        try:
+            type(document).load(name)
+        except (ValueError, ObjectNotFound):
+            document.save(name)
+            report(f"  prefect      saved block {document._block_type_slug}/{name}")
+
+
+def _apply_deployments(specs: list[DeploymentSpec], report: Report) -> None:
+    from prefect import Flow
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.schedules import Cron, Interval
+
+    for spec in specs:
+        schedules = [
+            Cron(s.cron, timezone=s.timezone, active=s.active)
+            if s.cron
+            else Interval(timedelta(seconds=s.interval or 0), timezone=s.timezone, active=s.active)
+            for s in spec.schedules
+        ]
+        # Called from synchronous code, Prefect's dual sync/async methods return values, not coroutines.
+        loaded = cast(Flow[..., Any], Flow.from_source(source=str(PROJECT_ROOT), entrypoint=spec.entrypoint))
+        deployment = cast(
+            RunnerDeployment,
+            loaded.to_deployment(
+                name=spec.name,
+                work_pool_name=spec.work_pool.name,
+                job_variables=spec.work_pool.job_variables or None,
+                description=spec.description,
+                tags=spec.tags,
+                parameters=spec.parameters,
+                schedules=schedules,
+                concurrency_limit=spec.concurrency_limit,
+            ),
+        )
+        deployment.apply()
+        report(f"  prefect      deployment {loaded.name}/{spec.name} on pool {spec.work_pool.name}")

@@ -1,0 +1,102 @@
+"""Each component really works: registry round trip, etcd leases, nginx reload, pool isolation."""
+
+import asyncio
+import io
+import os
+import signal
+import tarfile
+import time
+from pathlib import Path
+
+import aetcd
+import docker
+import httpx
+import pytest
+
+from shipline.config import Settings
+
+
+def _tiny_image(client: docker.DockerClient, repository: str, tag: str) -> str:
+    """Import a one-file image (no pull from outside) and return its id."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        payload = f"made for {repository} at {time.time()}\n".encode()
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    return str(client.images.get(f"{repository}:{tag}").id)
+
+
+def test_registry_push_then_pull_by_digest(settings: Settings) -> None:
+    client = docker.DockerClient(base_url=settings.docker_url)
+    repository = f"{settings.registry_address}/shipline-tests/roundtrip"
+    image_id = _tiny_image(client, repository, "v1")
+    errors = [e for e in client.images.push(repository, tag="v1", stream=True, decode=True) if "error" in e]
+    assert errors == []
+    digest = client.images.get_registry_data(f"{repository}:v1").id
+    assert digest.startswith("sha256:")
+    client.images.remove(f"{repository}:v1", force=True)
+    pulled = client.images.pull(f"{repository}@{digest}")
+    assert pulled.id == image_id
+    client.images.remove(pulled.id, force=True)
+
+
+def test_etcd_key_on_a_lease_expires(settings: Settings) -> None:
+    async def scenario() -> list[str]:
+        async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
+            key = f"/stacktest_PRE/127.0.0.1-{os.getpid()}".encode()
+            lease = await client.lease(ttl=2)
+            await client.put(key, b"127.0.0.1:1", lease=lease)
+            assert (await client.get(key)).value == b"127.0.0.1:1"
+            events: list[str] = []
+            watch = await client.watch(key)
+
+            async def first_event() -> None:
+                async for event in watch:
+                    events.append(str(event.kind))
+                    return
+
+            await asyncio.wait_for(first_event(), timeout=10)
+            await watch.cancel()
+            assert await client.get(key) is None
+            return events
+
+    assert asyncio.run(scenario()) == ["DELETE"]
+
+
+def test_nginx_serves_a_rendered_server_block_after_reload(settings: Settings, tmp_path: Path) -> None:
+    conf = settings.nginx_conf_dir / "stacktest_pre.conf"
+    host = "stacktest.pre.localhost"
+    marker = f"stacktest {time.time()}"
+    conf.write_text(
+        f"server {{ listen {settings.host}:{settings.nginx_port}; server_name {host};"
+        f' location / {{ return 200 "{marker}"; }} }}\n'
+    )
+    try:
+        pid = int((settings.nginx_dir / "nginx.pid").read_text())
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        body = ""
+        while time.monotonic() < deadline:
+            body = httpx.get(settings.nginx_url, headers={"Host": host}).text
+            if body == marker:
+                break
+            time.sleep(0.1)
+        assert body == marker
+    finally:
+        conf.unlink()
+        os.kill(int((settings.nginx_dir / "nginx.pid").read_text()), signal.SIGHUP)
+
+
+@pytest.mark.parametrize("pool", ["prod", "ci"])
+def test_a_deployment_run_goes_to_its_pools_worker_only(settings: Settings, pool: str) -> None:
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(f"stack-check/{pool}", timeout=120, poll_interval=0.5)
+    assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    identity = flow_run.state.result()
+    assert (identity.pool, identity.worker) == (pool, f"shipline-{pool}")
+    for other in {"ci", "pre", "prod"} - {pool}:
+        assert str(flow_run.id) not in (settings.log_dir / f"worker-{other}.log").read_text()
+    assert str(flow_run.id) in (settings.log_dir / f"worker-{pool}.log").read_text()

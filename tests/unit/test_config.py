@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from shipline.config import POOLS, Settings, load_settings
+from shipline.errors import ConfigError
+
+
+def test_defaults_are_loopback_and_documented_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SHIPLINE_HOME", "SHIPLINE_ETCD_PORT", "SHIPLINE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.home == Path("~/.shipline").expanduser().resolve()
+    assert settings.prefect_api_url == "http://127.0.0.1:4200/api"
+    assert settings.etcd_url == "http://127.0.0.1:2379"
+    assert settings.registry_address == "127.0.0.1:5000"
+    assert settings.nginx_url == "http://127.0.0.1:8080"
+    assert POOLS == ("ci", "pre", "prod")
+
+
+def test_home_override_moves_every_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path / "home"))
+    settings = load_settings()
+    for path in (settings.run_dir, settings.log_dir, settings.nginx_conf_dir, settings.prefect_home):
+        assert path.is_relative_to(tmp_path / "home")
+    env = settings.prefect_environment()
+    assert env["PREFECT_HOME"] == str(tmp_path / "home" / "prefect")
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("SHIPLINE_ETCD_PORT", "99999", "SHIPLINE_ETCD_PORT='99999'"),
+        ("SHIPLINE_NGINX_PORT", "http", "SHIPLINE_NGINX_PORT='http'"),
+        ("SHIPLINE_HOST", "192.0.2.1", "not a loopback address"),
+        ("SHIPLINE_HOST", "localhost; rm -rf /", "not an IP address"),
+        ("SHIPLINE_DOCKER_STORAGE_DRIVER", "zfs", "not one of auto, overlay2, vfs"),
+    ],
+)
+def test_invalid_override_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert expected in caught.value.message
+    assert caught.value.hint
+
+
+def test_two_components_on_one_port_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPLINE_ETCD_PORT", "4200")
+    with pytest.raises(ConfigError, match="etcd_port and prefect_port are both 4200"):
+        load_settings()
+
+
+def test_settings_are_immutable() -> None:
+    settings = Settings()
+    with pytest.raises(ValueError):
+        settings.etcd_port = 1  # type: ignore[misc]
