@@ -70,7 +70,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shipline flows tasks blocks
+	$(BIN)/mypy shipline flows tasks blocks tests
 
 bench: install
 	$(SHIPLINE) up

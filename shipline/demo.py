@@ -16,12 +16,12 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from prefect.deployments import run_deployment
+    from shipline.deployment_runs import run_deployment_and_wait
 
     print("Running stack-check on every environment's worker:")
     failed = False
     for pool in POOLS:
-        flow_run = run_deployment(f"stack-check/{pool}", timeout=180, poll_interval=0.5)
+        flow_run = run_deployment_and_wait(f"stack-check/{pool}", timeout=180)
         state = flow_run.state
         if state is not None and state.is_completed():
             identity = state.result()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -160,7 +160,7 @@ def _wait_all(
             time.sleep(0.1)
 
 
-def start_missing(components: list[Component], table: ProcessTable, report: Report) -> list[str]:
+def start_missing(components: Sequence[Component], table: ProcessTable, report: Report) -> list[str]:
     """Start each component that does not answer and wait until all of them answer.
 
     Returns:
@@ -217,7 +217,7 @@ def up(
 
         provision = default_provision
 
-    def chosen(components: list[Component]) -> list[Component]:
+    def chosen(components: Sequence[Component]) -> list[Component]:
         return [c for c in components if only is None or c.name in only]
 
     table = ProcessTable(settings.run_dir)
@@ -227,12 +227,12 @@ def up(
         started = start_missing(chosen(infrastructure(settings)), table, report)
         provisioned = only is None or "prefect" in only
         provisioned = provision(settings, report) if provisioned else False
-        started += start_missing(chosen(list(workers(settings))), table, report)
+        started += start_missing(chosen(workers(settings)), table, report)
     return UpResult(started=started, components=status(settings), provisioned=provisioned)
 
 
 def down(
-    settings: Settings, *, report: Report = print, components: list[Component] | None = None
+    settings: Settings, *, report: Report = print, components: Sequence[Component] | None = None
 ) -> list[str]:
     """Stop the processes that ``up`` started, workers first, keeping all data.
 
