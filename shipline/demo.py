@@ -10,6 +10,7 @@ import os
 import sys
 
 from shipline.config import POOLS, load_settings
+from shipline.stack.lifecycle import State, status
 
 
 def main() -> int:
@@ -31,6 +32,10 @@ def main() -> int:
             where = f"{settings.prefect_url}/runs/flow-run/{flow_run.id}"
             print(f"  {pool:<5} {state.name if state else 'no state'}: see {where}")
     print()
+    print("Components:")
+    for component in status(settings):
+        print(f"  {component.name:<12} {component.state:<6} {component.url}")
+    print()
     print("Where to look:")
     print(f"  Prefect UI      {settings.prefect_url}  (flow runs, work pools ci/pre/prod, blocks)")
     print(f"  registry        http://{settings.registry_address}/v2/_catalog")
@@ -40,6 +45,7 @@ def main() -> int:
     )
     print(f"  logs and state  {settings.home}")
     print("  stop            .venv/bin/shipline down")
+    failed = failed or any(c.state is not State.UP for c in status(settings))
     return 1 if failed else 0
 
 
