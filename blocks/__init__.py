@@ -2,8 +2,9 @@
 
 from blocks.environment import ShiplineEnvironment
 from blocks.etcd import ShiplineEtcd
+from blocks.gitlab import ShiplineGitLab
 from blocks.registry import ShiplineRegistry
 
-BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineEtcd)
+BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineEtcd, ShiplineGitLab)
 
-__all__ = ["BLOCK_TYPES", "ShiplineEnvironment", "ShiplineEtcd", "ShiplineRegistry"]
+__all__ = ["BLOCK_TYPES", "ShiplineEnvironment", "ShiplineEtcd", "ShiplineGitLab", "ShiplineRegistry"]

@@ -10,7 +10,12 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     │   ├── MissingBinaryError     a program Shipline drives is not installed
     │   ├── PortInUseError         a port Shipline needs is held by another program
     │   └── ComponentStartError    a component did not start or did not answer in time
-    └── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
+    ├── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
+    └── StageError             a pipeline stage failed
+        └── CheckoutError          the source, the ref or access to the repository
+
+``transient`` marks failures worth retrying (a network error, a registry that is restarting); a task's
+retries skip the others, so a missing ref fails at once instead of three times.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ class ShiplineError(Exception):
     Args:
         message: What failed, and where (component, app, env, host).
         hint: What to do next; shown on its own line by the CLI.
+        transient: True when trying again may succeed.
     """
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, transient: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.transient = transient
 
     def __str__(self) -> str:
         return self.message
@@ -55,3 +62,11 @@ class ComponentStartError(StackError):
 
 class ServiceUnavailableError(ShiplineError):
     """A service that the operation needs does not answer."""
+
+
+class StageError(ShiplineError):
+    """A pipeline stage failed."""
+
+
+class CheckoutError(StageError):
+    """The repository, the ref, or access to them is wrong."""
