@@ -4,7 +4,15 @@ from blocks.environment import ShiplineEnvironment
 from blocks.etcd import ShiplineEtcd
 from blocks.gitlab import ShiplineGitLab
 from blocks.registry import ShiplineRegistry
+from blocks.sonarqube import ShiplineSonarQube
 
-BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineEtcd, ShiplineGitLab)
+BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineEtcd, ShiplineGitLab, ShiplineSonarQube)
 
-__all__ = ["BLOCK_TYPES", "ShiplineEnvironment", "ShiplineEtcd", "ShiplineGitLab", "ShiplineRegistry"]
+__all__ = [
+    "BLOCK_TYPES",
+    "ShiplineEnvironment",
+    "ShiplineEtcd",
+    "ShiplineGitLab",
+    "ShiplineRegistry",
+    "ShiplineSonarQube",
+]

@@ -12,7 +12,8 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     │   └── ComponentStartError    a component did not start or did not answer in time
     ├── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
     └── StageError             a pipeline stage failed
-        └── CheckoutError          the source, the ref or access to the repository
+        ├── CheckoutError          the source, the ref or access to the repository
+        └── ScanError              the static scan could not run, or its quality gate failed
 
 ``transient`` marks failures worth retrying (a network error, a registry that is restarting); a task's
 retries skip the others, so a missing ref fails at once instead of three times.
@@ -70,3 +71,7 @@ class StageError(ShiplineError):
 
 class CheckoutError(StageError):
     """The repository, the ref, or access to them is wrong."""
+
+
+class ScanError(StageError):
+    """The static scan could not run, or its quality gate failed."""
