@@ -11,6 +11,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     │   ├── PortInUseError         a port Shipline needs is held by another program
     │   └── ComponentStartError    a component did not start or did not answer in time
     ├── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
+    ├── PortAllocationError    no free port for an instance in the environment's range
     └── StageError             a pipeline stage failed
         ├── CheckoutError          the source, the ref or access to the repository
         └── ScanError              the static scan could not run, or its quality gate failed
@@ -63,6 +64,10 @@ class ComponentStartError(StackError):
 
 class ServiceUnavailableError(ShiplineError):
     """A service that the operation needs does not answer."""
+
+
+class PortAllocationError(ShiplineError):
+    """No free port for an instance in the environment's range."""
 
 
 class StageError(ShiplineError):

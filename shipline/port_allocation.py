@@ -1,0 +1,121 @@
+"""Ports for new instances: free on the target host and reserved in etcd, never handed out twice.
+
+A reservation is the key ``/shipline/ports/{host}/{port}``, created only if absent, in one etcd
+transaction, on the caller's lease. Two deploys that race for the same port both try to create its key;
+exactly one succeeds and the other takes the next port. The lease covers the deploy: once an instance
+runs, its container's ``shipline.port`` label and its listening socket mark the port as taken, which
+the caller passes in as ``in_use``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
+
+import aetcd
+from pydantic import BaseModel
+
+from shipline.errors import PortAllocationError
+from shipline.names import validate_name, validate_port
+
+RESERVATIONS = "/shipline/ports"
+
+
+class PortReservation(BaseModel):
+    """Who holds a port on a host."""
+
+    host: str
+    port: int
+    app: str
+    env: str
+
+
+def _host_prefix(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise PortAllocationError(f"invalid host address {host!r}") from exc
+    return f"{RESERVATIONS}/{host}/"
+
+
+async def reserved_ports(client: aetcd.Client, host: str) -> dict[int, PortReservation]:
+    """Reservations currently held on ``host``."""
+    result = await client.get_prefix(_host_prefix(host).encode())
+    reservations = {}
+    for kv in result:
+        reservation = PortReservation.model_validate_json(kv.value)
+        reservations[reservation.port] = reservation
+    return reservations
+
+
+async def reserve_ports(
+    client: aetcd.Client,
+    *,
+    host: str,
+    first: int,
+    last: int,
+    count: int,
+    app: str,
+    env: str,
+    lease: aetcd.Lease,
+    in_use: Collection[int] = (),
+) -> list[int]:
+    """Reserve ``count`` ports of ``first``..``last`` on ``host`` that nothing uses or holds.
+
+    All or nothing: when the range cannot supply ``count`` ports, the ones taken so far are given back.
+
+    Args:
+        client: etcd client.
+        host: Address of the Docker host the instances will listen on.
+        first: Lowest port of the environment's range.
+        last: Highest port of the environment's range.
+        count: How many ports.
+        app: App the ports are for.
+        env: Environment the ports are for.
+        lease: Lease the reservations live on (kept alive by the caller for the deploy's duration).
+        in_use: Ports taken on the host already (listening sockets, containers' ``shipline.port`` labels).
+
+    Returns:
+        The reserved ports, lowest first.
+
+    Raises:
+        PortAllocationError: if the range has fewer than ``count`` free ports, or an argument is invalid.
+    """
+    validate_name(app, what="app name")
+    validate_name(env, what="environment")
+    validate_port(first, what="first port of the range")
+    validate_port(last, what="last port of the range")
+    if last < first or count < 1:
+        raise PortAllocationError(f"cannot take {count} port(s) from the range {first}-{last}")
+    prefix = _host_prefix(host)
+    taken = set(in_use) | set(await reserved_ports(client, host))
+    granted: list[int] = []
+    for port in range(first, last + 1):
+        if len(granted) == count:
+            break
+        if port in taken:
+            continue
+        key = f"{prefix}{port}".encode()
+        value = PortReservation(host=host, port=port, app=app, env=env).model_dump_json().encode()
+        won, _ = await client.transaction(
+            compare=[client.transactions.version(key) == 0],
+            success=[client.transactions.put(key, value, lease=lease)],
+            failure=[],
+        )
+        if won:
+            granted.append(port)
+    if len(granted) < count:
+        await release_ports(client, host=host, ports=granted)
+        raise PortAllocationError(
+            f"{app}/{env}: only {len(granted)} of {count} port(s) free in {first}-{last} on {host}",
+            hint="widen the port range in the shipline-environment block, or stop old instances",
+            transient=True,
+        )
+    return granted
+
+
+async def release_ports(client: aetcd.Client, *, host: str, ports: Collection[int]) -> None:
+    """Give reservations back before their lease would expire."""
+    prefix = _host_prefix(host)
+    for port in ports:
+        await client.delete(f"{prefix}{port}".encode())
