@@ -146,6 +146,37 @@ def doctor(as_json: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+@reports_errors
+def releases(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
+    env: Annotated[str, typer.Option("--env", help="The environment (ci, pre, prod).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Release history of an app in an environment, oldest first."""
+    import asyncio
+
+    from shipline.etcd_client import connect
+    from shipline.releases import list_releases
+
+    async def read() -> list[Any]:
+        async with connect(settings().etcd_url) as client:
+            return await list_releases(client, app_name, env)
+
+    history = asyncio.run(read())
+    if as_json:
+        typer.echo(json.dumps([release.model_dump(mode="json") for release in history], indent=2))
+        return
+    if not history:
+        typer.echo(f"{app_name} has no release in {env}.")
+        return
+    for release in history:
+        when = release.created.strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(
+            f"#{release.number:<4} {release.status:<12} {when}  {release.sha[:12]}  {release.digest[:19]}"
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -12,6 +12,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     │   └── ComponentStartError    a component did not start or did not answer in time
     ├── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
     ├── PortAllocationError    no free port for an instance in the environment's range
+    ├── ReleaseError           a release record is missing or invalid
     └── StageError             a pipeline stage failed
         ├── CheckoutError          the source, the ref or access to the repository
         └── ScanError              the static scan could not run, or its quality gate failed
@@ -68,6 +69,10 @@ class ServiceUnavailableError(ShiplineError):
 
 class PortAllocationError(ShiplineError):
     """No free port for an instance in the environment's range."""
+
+
+class ReleaseError(ShiplineError):
+    """A release record is missing or invalid."""
 
 
 class StageError(ShiplineError):

@@ -1,0 +1,31 @@
+"""Connections to etcd, with an unreachable cluster reported as Shipline's error."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import aetcd
+from aetcd.exceptions import ConnectionFailedError, ConnectionTimeoutError
+
+from shipline.errors import ServiceUnavailableError
+
+
+@asynccontextmanager
+async def connect(url: str, *, timeout: float = 5.0) -> AsyncIterator[aetcd.Client]:
+    """An aetcd client for the etcd at ``url`` (``http://host:port``).
+
+    Raises:
+        ServiceUnavailableError: if etcd does not answer.
+    """
+    parts = urlsplit(url)
+    client = aetcd.Client(host=parts.hostname or "127.0.0.1", port=parts.port or 2379, timeout=timeout)
+    try:
+        async with client:
+            yield client
+    except (ConnectionFailedError, ConnectionTimeoutError) as exc:
+        raise ServiceUnavailableError(
+            f"etcd at {url} does not answer",
+            hint="shipline up starts the local etcd; shipline status shows it",
+        ) from exc

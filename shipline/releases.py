@@ -1,0 +1,134 @@
+"""Release history per app and environment, in etcd under ``/shipline/releases/{app}/{env}/``.
+
+A release is numbered 1, 2, 3 … per app and environment; each number is claimed with a create-if-absent
+transaction, so two flows recording at once get two numbers. Keys are zero-padded
+(``/shipline/releases/shop/prod/000042``) so that etcd's key order is release order.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import aetcd
+from pydantic import BaseModel, Field
+
+from shipline.errors import ReleaseError
+from shipline.names import validate_name
+
+PREFIX = "/shipline/releases"
+_DIGITS = 6
+
+
+class ReleaseStatus(StrEnum):
+    DEPLOYING = "deploying"
+    LIVE = "live"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+    SUPERSEDED = "superseded"
+
+
+class Release(BaseModel):
+    """One deployment of one image digest to one environment."""
+
+    number: int
+    app: str
+    env: str
+    image: str
+    """Repository of the image, e.g. 127.0.0.1:5000/apps/shop."""
+    digest: str
+    sha: str
+    flow_run_id: str | None = None
+    status: ReleaseStatus = ReleaseStatus.DEPLOYING
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    finished: datetime | None = None
+
+    @property
+    def reference(self) -> str:
+        """The image by digest, as it is deployed."""
+        return f"{self.image}@{self.digest}"
+
+
+def _prefix(app: str, env: str) -> str:
+    validate_name(app, what="app name")
+    validate_name(env, what="environment")
+    return f"{PREFIX}/{app}/{env}/"
+
+
+def _key(app: str, env: str, number: int) -> bytes:
+    return f"{_prefix(app, env)}{number:0{_DIGITS}d}".encode()
+
+
+async def list_releases(client: aetcd.Client, app: str, env: str) -> list[Release]:
+    """Every release of ``app`` in ``env``, oldest first."""
+    result = await client.get_prefix(_prefix(app, env).encode(), sort_order="ascend", sort_target="key")
+    return [Release.model_validate_json(kv.value) for kv in result]
+
+
+async def record_release(
+    client: aetcd.Client,
+    *,
+    app: str,
+    env: str,
+    image: str,
+    digest: str,
+    sha: str,
+    flow_run_id: str | None = None,
+) -> Release:
+    """Record a new release in state ``deploying`` under the next free number.
+
+    Raises:
+        ReleaseError: if the digest is not a sha256 digest.
+        ConfigError: if the app or environment name is invalid.
+    """
+    if not digest.startswith("sha256:") or len(digest) != 71:
+        raise ReleaseError(f"{app}/{env}: {digest!r} is not an image digest (sha256:…)")
+    for _ in range(100):
+        existing = await list_releases(client, app, env)
+        number = existing[-1].number + 1 if existing else 1
+        release = Release(
+            number=number, app=app, env=env, image=image, digest=digest, sha=sha, flow_run_id=flow_run_id
+        )
+        key = _key(app, env, number)
+        won, _ = await client.transaction(
+            compare=[client.transactions.version(key) == 0],
+            success=[client.transactions.put(key, release.model_dump_json().encode())],
+            failure=[],
+        )
+        if won:
+            return release
+    raise ReleaseError(f"{app}/{env}: could not claim a release number", transient=True)
+
+
+async def set_status(client: aetcd.Client, release: Release, status: ReleaseStatus) -> Release:
+    """Move ``release`` to ``status``; a final status stamps ``finished``."""
+    updated = release.model_copy(update={"status": status})
+    if status is not ReleaseStatus.DEPLOYING:
+        updated.finished = datetime.now(UTC)
+    await client.put(_key(release.app, release.env, release.number), updated.model_dump_json().encode())
+    return updated
+
+
+async def get_release(client: aetcd.Client, app: str, env: str, number: int) -> Release:
+    """Release ``number`` of ``app`` in ``env``.
+
+    Raises:
+        ReleaseError: if there is no such release.
+    """
+    result = await client.get(_key(app, env, number))
+    if result is None:
+        raise ReleaseError(
+            f"{app}/{env} has no release {number}", hint=f"shipline releases {app} --env {env}"
+        )
+    return Release.model_validate_json(result.value)
+
+
+async def last_good_release(
+    client: aetcd.Client, app: str, env: str, *, before: int | None = None
+) -> Release | None:
+    """The newest release that went live (and is not a failed attempt), older than ``before`` if given."""
+    good = {ReleaseStatus.LIVE, ReleaseStatus.SUPERSEDED}
+    for release in reversed(await list_releases(client, app, env)):
+        if release.status in good and (before is None or release.number < before):
+            return release
+    return None

@@ -1,0 +1,92 @@
+"""Release history in the real etcd, and `shipline releases`."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import aetcd
+import pytest
+
+from shipline.config import Settings
+from shipline.errors import ConfigError, ReleaseError
+from shipline.releases import (
+    ReleaseStatus,
+    get_release,
+    last_good_release,
+    list_releases,
+    record_release,
+    set_status,
+)
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def app() -> str:
+    return f"rel-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def etcd(settings: Settings, app: str) -> AsyncIterator[aetcd.Client]:
+    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
+        yield client
+        await client.delete_prefix(f"/shipline/releases/{app}/".encode())
+
+
+async def test_numbers_are_claimed_once_under_concurrency(etcd: aetcd.Client, app: str) -> None:
+    async def one(i: int) -> int:
+        release = await record_release(
+            etcd, app=app, env="pre", image="r/apps/x", digest=DIGEST, sha=f"{i:040x}"
+        )
+        return release.number
+
+    numbers = await asyncio.gather(*(one(i) for i in range(8)))
+    assert sorted(numbers) == list(range(1, 9))
+    assert [r.number for r in await list_releases(etcd, app, "pre")] == list(range(1, 9))
+    assert await list_releases(etcd, app, "prod") == []
+
+
+async def test_last_good_release_skips_failed_ones(etcd: aetcd.Client, app: str) -> None:
+    first = await record_release(etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="a" * 40)
+    await set_status(etcd, first, ReleaseStatus.LIVE)
+    second = await record_release(etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="b" * 40)
+    failed = await set_status(etcd, second, ReleaseStatus.FAILED)
+    assert failed.finished is not None
+    good = await last_good_release(etcd, app, "prod")
+    assert good is not None and good.number == 1
+    assert (await get_release(etcd, app, "prod", 2)).status is ReleaseStatus.FAILED
+    assert await last_good_release(etcd, app, "prod", before=1) is None
+
+
+async def test_bad_input_writes_nothing(etcd: aetcd.Client, app: str) -> None:
+    with pytest.raises(ReleaseError, match="not an image digest"):
+        await record_release(etcd, app=app, env="pre", image="r/apps/x", digest="latest", sha="a" * 40)
+    with pytest.raises(ConfigError, match="invalid environment"):
+        await record_release(etcd, app=app, env="pre/../prod", image="r/apps/x", digest=DIGEST, sha="a" * 40)
+    with pytest.raises(ReleaseError, match="has no release 7"):
+        await get_release(etcd, app, "pre", 7)
+    assert await list_releases(etcd, app, "pre") == []
+
+
+async def test_cli_lists_releases_as_json(etcd: aetcd.Client, app: str) -> None:
+    release = await record_release(etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="c" * 40)
+    await set_status(etcd, release, ReleaseStatus.LIVE)
+    done = subprocess.run([sys.executable, "-m", "shipline", "releases", app, "--env", "prod", "--json"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert [(r["number"], r["status"], r["digest"], r["sha"]) for r in listed] == [
+        (1, "live", DIGEST, "c" * 40)
+    ]
+
+
+def test_cli_reports_an_unreachable_etcd(settings: Settings) -> None:
+    env = {"SHIPLINE_ETCD_PORT": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "shipline", "releases", "shop", "--env", "prod"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert "error: etcd at http://127.0.0.1:1 does not answer" in done.stderr
+    assert "Traceback" not in done.stderr
