@@ -177,6 +177,34 @@ def releases(
         )
 
 
+RunArgument = Annotated[
+    str, typer.Argument(metavar="RUN", help="Flow run id or name (as in the Prefect UI).")
+]
+CommentOption = Annotated[str, typer.Option("--comment", "-m", help="Why; recorded with the decision.")]
+
+
+def _answer(run: str, approve: bool, comment: str) -> None:
+    settings()
+    from shipline.approval import answer_gate
+
+    run_id = answer_gate(run, approve=approve, comment=comment)
+    typer.echo(f"{'Approved' if approve else 'Rejected'} flow run {run_id}.")
+
+
+@app.command()
+@reports_errors
+def approve(run: RunArgument, comment: CommentOption = "") -> None:
+    """Approve a release waiting at its approval gate (the same as the form in the UI)."""
+    _answer(run, True, comment)
+
+
+@app.command()
+@reports_errors
+def reject(run: RunArgument, comment: CommentOption = "") -> None:
+    """Reject a release waiting at its approval gate; the release does not go ahead."""
+    _answer(run, False, comment)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -13,6 +13,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     ├── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
     ├── PortAllocationError    no free port for an instance in the environment's range
     ├── ReleaseError           a release record is missing or invalid
+    ├── ApprovalError          an approval gate cannot be answered
     └── StageError             a pipeline stage failed
         ├── CheckoutError          the source, the ref or access to the repository
         └── ScanError              the static scan could not run, or its quality gate failed
@@ -73,6 +74,10 @@ class PortAllocationError(ShiplineError):
 
 class ReleaseError(ShiplineError):
     """A release record is missing or invalid."""
+
+
+class ApprovalError(ShiplineError):
+    """An approval gate cannot be answered (no such run, or it is not waiting)."""
 
 
 class StageError(ShiplineError):
