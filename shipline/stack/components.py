@@ -380,9 +380,18 @@ class Worker(Component):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "prefect", "worker", "start",
-            "--pool", self.pool, "--type", "process", "--name", self.worker_name,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            self.pool,
+            "--type",
+            "process",
+            "--name",
+            self.worker_name,
+        ]
 
     def online_workers(self) -> list[dict[str, object]] | None:
         """Workers the Prefect API lists as ONLINE in this pool, or None if the API does not answer."""

@@ -55,8 +55,9 @@ class GatedRun:
 
 
 def shipline(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shipline", *args], capture_output=True, text=True, timeout=60,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "shipline", *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest.mark.parametrize(("verb", "approved"), [("approve", True), ("reject", False)])

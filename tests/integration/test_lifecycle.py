@@ -50,12 +50,24 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert {c.name: c.pid for c in status(settings)} == {name: c.pid for name, c in states.items()}
 
     cli_env = {**os.environ, **env}
-    stopped = subprocess.run([sys.executable, "-m", "shipline", "down"], env=cli_env, capture_output=True,
-                             text=True, timeout=120, check=False)  # fmt: skip
+    stopped = subprocess.run(
+        [sys.executable, "-m", "shipline", "down"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert stopped.returncode == 0, stopped.stderr
     assert "Stopped nginx, registry, etcd." in stopped.stdout
-    report = subprocess.run([sys.executable, "-m", "shipline", "status", "--json"], env=cli_env,
-                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    report = subprocess.run(
+        [sys.executable, "-m", "shipline", "status", "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     document = json.loads(report.stdout)
     assert {name: c["state"] for name, c in document["components"].items()} == dict.fromkeys(
         ["docker", "etcd", "registry", "nginx", "prefect", "worker-ci", "worker-pre", "worker-prod"], "down"

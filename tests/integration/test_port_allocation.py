@@ -25,8 +25,9 @@ async def test_concurrent_deploys_get_distinct_ports(etcd: aetcd.Client) -> None
     lease = await etcd.lease(ttl=30)
 
     async def deploy(app: str) -> list[int]:
-        return await reserve_ports(etcd, host=HOST, first=30000, last=30029, count=5, app=app, env="pre",
-                                   lease=lease)  # fmt: skip
+        return await reserve_ports(
+            etcd, host=HOST, first=30000, last=30029, count=5, app=app, env="pre", lease=lease
+        )
 
     results = await asyncio.gather(*(deploy(f"app{i}") for i in range(6)))
     ports = [port for granted in results for port in granted]
@@ -39,8 +40,17 @@ async def test_concurrent_deploys_get_distinct_ports(etcd: aetcd.Client) -> None
 
 async def test_ports_in_use_on_the_host_are_skipped(etcd: aetcd.Client) -> None:
     lease = await etcd.lease(ttl=30)
-    granted = await reserve_ports(etcd, host=HOST, first=30000, last=30010, count=2, app="web", env="prod",
-                                  lease=lease, in_use={30000, 30002})  # fmt: skip
+    granted = await reserve_ports(
+        etcd,
+        host=HOST,
+        first=30000,
+        last=30010,
+        count=2,
+        app="web",
+        env="prod",
+        lease=lease,
+        in_use={30000, 30002},
+    )
     assert granted == [30001, 30003]
     await lease.revoke()
 
@@ -58,8 +68,9 @@ async def test_exhausted_range_takes_nothing(etcd: aetcd.Client) -> None:
 
 async def test_reservations_end_with_their_lease_or_on_release(etcd: aetcd.Client) -> None:
     lease = await etcd.lease(ttl=30)
-    granted = await reserve_ports(etcd, host=HOST, first=30000, last=30009, count=3, app="a", env="pre",
-                                  lease=lease)  # fmt: skip
+    granted = await reserve_ports(
+        etcd, host=HOST, first=30000, last=30009, count=3, app="a", env="pre", lease=lease
+    )
     await release_ports(etcd, host=HOST, ports=granted[:1])
     assert sorted(await reserved_ports(etcd, HOST)) == granted[1:]
     await lease.revoke()
@@ -80,8 +91,15 @@ async def test_invalid_arguments_are_rejected_before_any_write(
     etcd: aetcd.Client, kwargs: dict[str, object], error: type[Exception]
 ) -> None:
     lease = await etcd.lease(ttl=30)
-    arguments: dict[str, object] = {"host": HOST, "first": 30000, "last": 30009, "count": 1, "app": "a",
-                                    "env": "pre", "lease": lease} | kwargs  # fmt: skip
+    arguments: dict[str, object] = {
+        "host": HOST,
+        "first": 30000,
+        "last": 30009,
+        "count": 1,
+        "app": "a",
+        "env": "pre",
+        "lease": lease,
+    } | kwargs
     with pytest.raises(error):
         await reserve_ports(etcd, **arguments)  # type: ignore[arg-type]
     assert await reserved_ports(etcd, HOST) == {}

@@ -74,8 +74,13 @@ async def test_bad_input_writes_nothing(etcd: aetcd.Client, app: str) -> None:
 async def test_cli_lists_releases_as_json(etcd: aetcd.Client, app: str) -> None:
     release = await record_release(etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="c" * 40)
     await set_status(etcd, release, ReleaseStatus.LIVE)
-    done = subprocess.run([sys.executable, "-m", "shipline", "releases", app, "--env", "prod", "--json"],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "shipline", "releases", app, "--env", "prod", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
     assert [(r["number"], r["status"], r["digest"], r["sha"]) for r in listed] == [
@@ -85,8 +90,14 @@ async def test_cli_lists_releases_as_json(etcd: aetcd.Client, app: str) -> None:
 
 def test_cli_reports_an_unreachable_etcd(settings: Settings) -> None:
     env = {"SHIPLINE_ETCD_PORT": "1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "shipline", "releases", "shop", "--env", "prod"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "shipline", "releases", "shop", "--env", "prod"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     assert "error: etcd at http://127.0.0.1:1 does not answer" in done.stderr
     assert "Traceback" not in done.stderr

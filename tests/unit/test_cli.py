@@ -47,8 +47,12 @@ def test_status_json_lists_every_component(monkeypatch: pytest.MonkeyPatch, tmp_
     assert document["all_up"] is True
     assert list(document["components"]) == names
     assert document["components"]["worker-prod"] == {
-        "state": "up", "url": "http://x/worker-prod", "managed": True, "pid": 107, "log": "log",
-    }  # fmt: skip
+        "state": "up",
+        "url": "http://x/worker-prod",
+        "managed": True,
+        "pid": 107,
+        "log": "log",
+    }
 
 
 def test_doctor_exits_1_and_shows_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -49,8 +49,14 @@ def test_a_recycled_pid_is_not_ours_and_is_never_signalled(table: ProcessTable, 
     table.run_dir.mkdir(parents=True)
     ticks = process_start_ticks(os.getpid())
     assert ticks is not None
-    record = {"name": "old", "pid": os.getpid(), "start_ticks": ticks + 1, "command": ["x"], "log": "x",
-              "started_at": 0.0}  # fmt: skip
+    record = {
+        "name": "old",
+        "pid": os.getpid(),
+        "start_ticks": ticks + 1,
+        "command": ["x"],
+        "log": "x",
+        "started_at": 0.0,
+    }
     (table.run_dir / "old.json").write_text(json.dumps(record))
     assert table.running("old") is None
     assert table.stop("old") is False  # would have killed pytest itself otherwise

@@ -27,8 +27,10 @@ def test_unknown_key_in_prefect_yaml_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bad = tmp_path / "prefect.yaml"
-    bad.write_text("deployments:\n  - name: x\n    entrypoint: flows/stack_check.py:stack_check\n"
-                   "    work_pool: {name: ci}\n    triggerz: []\n")  # fmt: skip
+    bad.write_text(
+        "deployments:\n  - name: x\n    entrypoint: flows/stack_check.py:stack_check\n"
+        "    work_pool: {name: ci}\n    triggerz: []\n"
+    )
     monkeypatch.setattr(provision, "PREFECT_YAML", bad)
     monkeypatch.setattr(provision, "PROJECT_ROOT", tmp_path)
     with pytest.raises(ConfigError, match="triggerz"):

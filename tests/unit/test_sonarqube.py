@@ -143,8 +143,13 @@ work = pathlib.Path(".scannerwork"); work.mkdir(exist_ok=True)
 
 def test_scanner_receives_properties_and_token_and_its_report_is_read(tmp_path: Path) -> None:
     (tmp_path / "scanner.py").write_text(SCANNER)
-    report = run_scanner([sys.executable, str(tmp_path / "scanner.py")], workspace=tmp_path,
-                         url="http://127.0.0.1:9", token=SecretStr(TOKEN), project_key="shop")  # fmt: skip
+    report = run_scanner(
+        [sys.executable, str(tmp_path / "scanner.py")],
+        workspace=tmp_path,
+        url="http://127.0.0.1:9",
+        token=SecretStr(TOKEN),
+        project_key="shop",
+    )
     assert report["ceTaskId"] == "AX-task"
     assert report["dashboardUrl"] == "http://127.0.0.1:9/dashboard?id=shop"
 
