@@ -151,19 +151,32 @@ def doctor(as_json: JsonOption = False) -> None:
 def releases(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
     env: Annotated[str, typer.Option("--env", help="The environment (ci, pre, prod).")],
+    stats: Annotated[bool, typer.Option("--stats", help="DORA figures instead of the list.")] = False,
+    days: Annotated[float, typer.Option("--days", min=0.01, help="Window of --stats, in days.")] = 30.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Release history of an app in an environment, oldest first."""
+    """Release history of an app in an environment, oldest first, or its DORA figures (--stats)."""
     import asyncio
+    from datetime import UTC, datetime, timedelta
 
+    from shipline.dora import dora_metrics
     from shipline.etcd_client import connect
-    from shipline.releases import list_releases
+    from shipline.releases import Release, list_releases
 
-    async def read() -> list[Any]:
+    async def read() -> list[Release]:
         async with connect(settings().etcd_url) as client:
             return await list_releases(client, app_name, env)
 
     history = asyncio.run(read())
+    if stats:
+        metrics = dora_metrics(history, now=datetime.now(UTC), window=timedelta(days=days))
+        if as_json:
+            typer.echo(metrics.model_dump_json(indent=2))
+            return
+        for name, value in metrics.model_dump().items():
+            shown = "n/a" if value is None else (f"{value:.3g}" if isinstance(value, float) else value)
+            typer.echo(f"{name:<24} {shown}")
+        return
     if as_json:
         typer.echo(json.dumps([release.model_dump(mode="json") for release in history], indent=2))
         return

@@ -38,6 +38,8 @@ class Release(BaseModel):
     """Repository of the image, e.g. 127.0.0.1:5000/apps/shop."""
     digest: str
     sha: str
+    committed: datetime | None = None
+    """Commit time of ``sha``: the start of the change's lead time."""
     flow_run_id: str | None = None
     status: ReleaseStatus = ReleaseStatus.DEPLOYING
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -73,6 +75,7 @@ async def record_release(
     image: str,
     digest: str,
     sha: str,
+    committed: datetime | None = None,
     flow_run_id: str | None = None,
 ) -> Release:
     """Record a new release in state ``deploying`` under the next free number.
@@ -87,7 +90,14 @@ async def record_release(
         existing = await list_releases(client, app, env)
         number = existing[-1].number + 1 if existing else 1
         release = Release(
-            number=number, app=app, env=env, image=image, digest=digest, sha=sha, flow_run_id=flow_run_id
+            number=number,
+            app=app,
+            env=env,
+            image=image,
+            digest=digest,
+            sha=sha,
+            committed=committed,
+            flow_run_id=flow_run_id,
         )
         key = _key(app, env, number)
         won, _ = await client.transaction(

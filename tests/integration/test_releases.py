@@ -101,3 +101,39 @@ def test_cli_reports_an_unreachable_etcd(settings: Settings) -> None:
     assert done.returncode == 1
     assert "error: etcd at http://127.0.0.1:1 does not answer" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_cli_stats_from_the_history(etcd: aetcd.Client, app: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    committed = datetime.now(UTC) - timedelta(minutes=10)
+    first = await record_release(
+        etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="d" * 40, committed=committed
+    )
+    await set_status(etcd, first, ReleaseStatus.LIVE)
+    second = await record_release(etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="e" * 40)
+    await set_status(etcd, second, ReleaseStatus.ROLLED_BACK)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shipline",
+            "releases",
+            app,
+            "--env",
+            "prod",
+            "--stats",
+            "--days",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["deployments"] == 1
+    assert stats["change_failure_rate"] == 0.5
+    assert 600 <= stats["lead_time_seconds"] < 900
