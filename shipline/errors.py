@@ -14,6 +14,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     ├── PortAllocationError    no free port for an instance in the environment's range
     ├── ReleaseError           a release record is missing or invalid
     ├── ApprovalError          an approval gate cannot be answered
+    ├── NotifyError            GitLab or a notification channel refused a report
     └── StageError             a pipeline stage failed
         ├── CheckoutError          the source, the ref or access to the repository
         └── ScanError              the static scan could not run, or its quality gate failed
@@ -78,6 +79,10 @@ class ReleaseError(ShiplineError):
 
 class ApprovalError(ShiplineError):
     """An approval gate cannot be answered (no such run, or it is not waiting)."""
+
+
+class NotifyError(ShiplineError):
+    """GitLab or a notification channel refused a report."""
 
 
 class StageError(ShiplineError):

@@ -57,4 +57,4 @@ def test_two_components_on_one_port_are_rejected(monkeypatch: pytest.MonkeyPatch
 def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(ValueError):
-        settings.etcd_port = 1
+        settings.etcd_port = 1  # type: ignore[misc]  # assigning is the point: it must fail
