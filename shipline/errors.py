@@ -17,6 +17,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     ├── NotifyError            GitLab or a notification channel refused a report
     └── StageError             a pipeline stage failed
         ├── CheckoutError          the source, the ref or access to the repository
+        ├── DeployError            a compose file, a container or a health check failed
         └── ScanError              the static scan could not run, or its quality gate failed
 
 ``transient`` marks failures worth retrying (a network error, a registry that is restarting); a task's
@@ -95,3 +96,7 @@ class CheckoutError(StageError):
 
 class ScanError(StageError):
     """The static scan could not run, or its quality gate failed."""
+
+
+class DeployError(StageError):
+    """A compose file, a container start or a health check failed."""
