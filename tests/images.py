@@ -1,0 +1,59 @@
+"""Tiny app images for tests: the host's static busybox serving files with httpd, nothing pulled."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import docker
+
+APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "wget")
+
+
+def busybox_web_image(client: docker.DockerClient, repository: str, tag: str, files: dict[str, str]) -> str:
+    """Import an image whose /www holds ``files``; push it; return its digest (sha256:…).
+
+    Run it with ``sh -c 'exec httpd -f -p 127.0.0.1:$PORT -h /www'``.
+    """
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox is missing: run `make install` (package busybox-static)"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(busybox, arcname="bin/busybox")
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            archive.addfile(link)
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"www/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    for event in client.images.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in event, event
+    return str(client.images.get_registry_data(f"{repository}:{tag}").id)
+
+
+def serve_command() -> list[str]:
+    return ["sh", "-c", "exec httpd -f -p 127.0.0.1:$PORT -h /www"]
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,112 @@
+"""Deploy primitives on the real Docker Engine: compose up, health, rolling replacement, failures."""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shipline.compose import build_deployment, render_compose
+from shipline.config import Settings
+from shipline.deploy import compose_up, docker_client, running_instances, stop_instances, wait_healthy
+from shipline.errors import DeployError
+from tests.images import busybox_web_image, free_ports, serve_command, write
+
+
+@pytest.fixture(scope="module")
+def image(settings: Settings) -> tuple[str, str]:
+    client = docker_client(settings.docker_url)
+    repository = f"{settings.registry_address}/apps/deploytest"
+    digest = busybox_web_image(client, repository, "v1", {"healthz": "ok\n", "index.html": "hello\n"})
+    return repository, digest
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[str]:
+    name = f"dt-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = docker_client(settings.docker_url)
+    stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=1)
+
+
+def deploy(
+    settings: Settings,
+    tmp_path: Path,
+    app: str,
+    image: tuple[str, str],
+    release: int,
+    ports: list[int],
+    **extra: object,
+) -> Path:
+    values = build_deployment(
+        app=app,
+        env="pre",
+        release=release,
+        image=image[0],
+        digest=image[1],
+        instances=[{"port": p} for p in ports],
+        command=serve_command(),
+        stop_grace_seconds=2,
+        **extra,
+    )
+    path = write(tmp_path / f"release-{release}.yml", render_compose(values))
+    services = [values.service_name(p) for p in ports]
+    compose_up(path, project=values.project, services=services, docker_host=settings.docker_url)
+    return path
+
+
+def test_new_release_beside_the_old_then_old_stopped(
+    settings: Settings, tmp_path: Path, app: str, image: tuple[str, str]
+) -> None:
+    client = docker_client(settings.docker_url)
+    old_ports, new_ports = free_ports(2), free_ports(2)
+    deploy(settings, tmp_path, app, image, 1, old_ports)
+    wait_healthy(host="127.0.0.1", ports=old_ports, health_path="/healthz", timeout=30)
+    deploy(settings, tmp_path, app, image, 2, new_ports)
+    wait_healthy(host="127.0.0.1", ports=new_ports, health_path="/healthz", timeout=30)
+    instances = running_instances(client, app=app, env="pre")
+    assert [(i.release, i.port) for i in instances] == [(1, p) for p in sorted(old_ports)] + [
+        (2, p) for p in sorted(new_ports)
+    ]
+    stop_instances(client, [i for i in instances if i.release == 1], grace_seconds=2)
+    assert {i.release for i in running_instances(client, app=app, env="pre")} == {2}
+    assert httpx.get(f"http://127.0.0.1:{new_ports[0]}/").text == "hello\n"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{old_ports[0]}/")
+
+
+def test_instance_that_never_answers_is_named(
+    settings: Settings, tmp_path: Path, app: str, image: tuple[str, str]
+) -> None:
+    (port,) = free_ports(1)
+    values = build_deployment(
+        app=app,
+        env="pre",
+        release=1,
+        image=image[0],
+        digest=image[1],
+        instances=[{"port": port}],
+        command=["sleep", "300"],
+        stop_grace_seconds=1,
+    )
+    path = write(tmp_path / "sleepy.yml", render_compose(values))
+    compose_up(
+        path, project=values.project, services=[values.service_name(port)], docker_host=settings.docker_url
+    )
+    with pytest.raises(
+        DeployError, match=rf"not healthy within 2s at /healthz: 127.0.0.1:{port} \(ConnectError\)"
+    ):
+        wait_healthy(host="127.0.0.1", ports=[port], health_path="/healthz", timeout=2)
+
+
+def test_file_the_engine_rejects_is_a_clear_error(
+    settings: Settings, tmp_path: Path, app: str, image: tuple[str, str]
+) -> None:
+    # Valid as a compose file, refused by the engine: more CPUs than this host has.
+    with pytest.raises(DeployError, match=r"docker compose up failed \(dt-\w+-\d+ not running\): .*CPUs"):
+        deploy(settings, tmp_path, app, image, 1, free_ports(1), cpus=256)
+    assert all(
+        i.status != "running"
+        for i in running_instances(docker_client(settings.docker_url), app=app, env="pre")
+    )
