@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from prefect.blocks.core import Block
 from pydantic import Field, model_validator
+
+from shipline.errors import ConfigError
 
 
 class ShiplineEnvironment(Block):
@@ -39,3 +41,18 @@ class ShiplineEnvironment(Block):
         if self.port_range_end < self.port_range_start:
             raise ValueError("port_range_end must not be below port_range_start")
         return self
+
+    @classmethod
+    def for_env(cls, env: str) -> ShiplineEnvironment:
+        """The saved document of environment ``env``.
+
+        Raises:
+            ConfigError: if no such environment is configured.
+        """
+        try:
+            return cast(ShiplineEnvironment, cls.load(env))
+        except ValueError as exc:
+            raise ConfigError(
+                f"no environment {env!r}: there is no shipline-environment/{env} block",
+                hint="shipline up creates ci, pre and prod; create others in the Prefect UI (Blocks)",
+            ) from exc

@@ -18,6 +18,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     └── StageError             a pipeline stage failed
         ├── CheckoutError          the source, the ref or access to the repository
         ├── DeployError            a compose file, a container or a health check failed
+        ├── AutoTestError          the app's automated tests failed against a release
         └── ScanError              the static scan could not run, or its quality gate failed
 
 ``transient`` marks failures worth retrying (a network error, a registry that is restarting); a task's
@@ -100,3 +101,7 @@ class ScanError(StageError):
 
 class DeployError(StageError):
     """A compose file, a container start or a health check failed."""
+
+
+class AutoTestError(StageError):
+    """The app's automated tests failed against a release."""

@@ -23,8 +23,9 @@ class Listener:
         return f"{self.program or 'a program'} (pid {self.pid})"
 
 
-def _listening_inodes(port: int, proc_net: Path) -> set[str]:
-    inodes: set[str] = set()
+def _listeners(proc_net: Path) -> list[tuple[int, str]]:
+    """(port, socket inode) of every listening TCP socket."""
+    found = []
     for table in ("tcp", "tcp6"):
         try:
             lines = (proc_net / table).read_text().splitlines()[1:]
@@ -33,9 +34,18 @@ def _listening_inodes(port: int, proc_net: Path) -> set[str]:
         for line in lines:
             fields = line.split()
             local, state, inode = fields[1], fields[3], fields[9]
-            if state == _LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
-    return inodes
+            if state == _LISTEN:
+                found.append((int(local.rsplit(":", 1)[1], 16), inode))
+    return found
+
+
+def _listening_inodes(port: int, proc_net: Path) -> set[str]:
+    return {inode for listening, inode in _listeners(proc_net) if listening == port}
+
+
+def listening_ports(*, proc: Path = Path("/proc")) -> set[int]:
+    """Every TCP port something listens on, on this host."""
+    return {port for port, _ in _listeners(proc / "net")}
 
 
 def _owner(inodes: set[str], proc: Path) -> tuple[int, str] | None:

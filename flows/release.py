@@ -1,0 +1,71 @@
+"""Flow: one image digest of an app to one environment, verified before it takes over."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.concurrency.sync import concurrency
+
+from blocks.environment import ShiplineEnvironment
+from shipline.approval import wait_for_approval
+from shipline.errors import ApprovalError
+from shipline.release_plan import ReleaseRequest
+from shipline.releases import Release, ReleaseStatus
+from tasks.autotest import run_release_tests
+from tasks.compose import render_compose_file
+from tasks.deploy import remove_release_instances, retire_instances, start_instances, wait_for_health
+from tasks.notify import send_release_notice
+from tasks.ports import allocate_instance_ports
+from tasks.releases import close_release, ensure_deploy_limit, open_release
+
+
+@flow(name="release")
+def release(request: ReleaseRequest) -> Release:
+    """Deploy an app's image digest to an environment and make it live, or leave the previous release serving.
+
+    1. approval, when the environment's block requires it (answer in this run's form, or `shipline approve`);
+    2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`);
+    3. ports reserved, docker-compose.yml rendered (artifact), new instances started beside the old ones;
+    4. health and auto-tests against the new instances (artifact);
+    5. old instances retired, release live, channels notified.
+    A failure in 3-4 removes the new instances and records the release as rolled back: whatever was live
+    before keeps serving, untouched.
+    """
+    environment = ShiplineEnvironment.for_env(request.env)
+    if environment.requires_approval:
+        decision = wait_for_approval(
+            app=request.app,
+            env=request.env,
+            digest=request.digest,
+            timeout_seconds=request.approval_timeout_seconds,
+        )
+        if not decision.approve:
+            raise ApprovalError(
+                f"{request.app} to {request.env} not approved: {decision.comment or 'rejected'}"
+            )
+    replicas = request.service.replicas or environment.replicas
+    with concurrency(ensure_deploy_limit(request.app, request.env), occupy=1, strict=True):
+        opened = open_release(request)
+        try:
+            ports = allocate_instance_ports(request.app, request.env, replicas, environment)
+            deployment = render_compose_file(request, opened.number, ports)
+            start_instances(deployment, environment)
+            wait_for_health(deployment, environment, request.service.health_timeout_seconds)
+            base_url = f"http://{environment.advertise_ip}:{ports[0]}"
+            run_release_tests(request.app, request.env, base_url, request.auto_tests)
+        except Exception as failure:
+            remove_release_instances(request.app, request.env, opened.number, environment)
+            close_release(opened, ReleaseStatus.ROLLED_BACK)
+            send_release_notice(
+                request.notice("failed", opened.number, str(failure)), request.notification_blocks
+            )
+            raise
+        retire_instances(
+            request.app,
+            request.env,
+            keep_release=opened.number,
+            environment=environment,
+            grace_seconds=request.service.stop_grace_seconds,
+        )
+        live = close_release(opened, ReleaseStatus.LIVE)
+    send_release_notice(request.notice("success", live.number), request.notification_blocks)
+    return live

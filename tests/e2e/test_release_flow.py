@@ -1,0 +1,83 @@
+"""The release flow, run by the pre worker through its deployment, on the real engine, etcd and Prefect."""
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from shipline.autotest import AutoTests, HttpCheck
+from shipline.config import Settings
+from shipline.deploy import docker_client, running_instances, stop_instances
+from shipline.deployment_runs import run_deployment_and_wait
+from shipline.etcd_client import connect
+from shipline.release_plan import ReleaseRequest, ServiceSettings
+from shipline.releases import Release, ReleaseStatus, list_releases
+from tests.images import busybox_web_image, serve_command
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[str]:
+    name = f"rf-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = docker_client(settings.docker_url)
+    stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=1)
+
+
+def request(settings: Settings, app: str, version: str, expect: str) -> ReleaseRequest:
+    client = docker_client(settings.docker_url)
+    repository = f"{settings.registry_address}/apps/{app}"
+    digest = busybox_web_image(
+        client, repository, version, {"healthz": "ok\n", "version.txt": f"{version}\n"}
+    )
+    return ReleaseRequest(
+        app=app,
+        env="pre",
+        image=repository,
+        digest=digest,
+        sha=version * 20,
+        service=ServiceSettings(command=serve_command(), stop_grace_seconds=2, health_timeout_seconds=30),
+        auto_tests=AutoTests(http=[HttpCheck(path="/version.txt", contains=expect)]),
+    )
+
+
+def releases(settings: Settings, app: str) -> list[Release]:
+    async def read() -> list[Release]:
+        async with connect(settings.etcd_url) as client:
+            return await list_releases(client, app, "pre")
+
+    return asyncio.run(read())
+
+
+def deliver(req: ReleaseRequest):  # type: ignore[no-untyped-def]
+    return run_deployment_and_wait(
+        "release/pre", parameters={"request": req.model_dump(mode="json")}, timeout=300
+    )
+
+
+def test_live_then_rolled_back_then_superseded(settings: Settings, app: str) -> None:
+    client = docker_client(settings.docker_url)
+
+    first = deliver(request(settings, app, "v1", expect="v1"))
+    assert first.state is not None and first.state.is_completed(), first.state
+    live = running_instances(client, app=app, env="pre")
+    assert [i.release for i in live] == [1]
+    assert httpx.get(f"http://127.0.0.1:{live[0].port}/version.txt").text == "v1\n"
+
+    broken = deliver(request(settings, app, "v2", expect="v3"))
+    assert broken.state is not None and broken.state.is_failed()
+    assert "auto-test(s) failed" in str(broken.state.message)
+    assert [i.release for i in running_instances(client, app=app, env="pre")] == [1]
+    assert httpx.get(f"http://127.0.0.1:{live[0].port}/version.txt").text == "v1\n"
+
+    third = deliver(request(settings, app, "v2", expect="v2"))
+    assert third.state is not None and third.state.is_completed(), third.state
+    now = running_instances(client, app=app, env="pre")
+    assert [i.release for i in now] == [3]
+    assert httpx.get(f"http://127.0.0.1:{now[0].port}/version.txt").text == "v2\n"
+    assert [(r.number, r.status) for r in releases(settings, app)] == [
+        (1, ReleaseStatus.SUPERSEDED),
+        (2, ReleaseStatus.ROLLED_BACK),
+        (3, ReleaseStatus.LIVE),
+    ]
