@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prefect.client.schemas.objects import FlowRun
 
 from shipline.autotest import AutoTests, HttpCheck
 from shipline.config import Settings
@@ -50,7 +51,7 @@ def releases(settings: Settings, app: str) -> list[Release]:
     return asyncio.run(read())
 
 
-def deliver(req: ReleaseRequest):  # type: ignore[no-untyped-def]
+def deliver(req: ReleaseRequest) -> FlowRun:
     return run_deployment_and_wait(
         "release/pre", parameters={"request": req.model_dump(mode="json")}, timeout=300
     )
