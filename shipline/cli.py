@@ -190,6 +190,43 @@ def releases(
         )
 
 
+@app.command()
+@reports_errors
+def rollback(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
+    env: Annotated[str, typer.Option("--env", help="The environment (pre, prod).")],
+    to: Annotated[
+        int | None, typer.Option("--to", help="Release number (default: the last good one).")
+    ] = None,
+) -> None:
+    """Redeploy a previous release (the same image digest) as a new release, and wait for it."""
+    import asyncio
+
+    from shipline.deployment_runs import run_deployment_and_wait
+    from shipline.etcd_client import connect
+    from shipline.releases import Release, list_releases
+    from shipline.rollback import replay_request, rollback_target
+
+    async def read() -> list[Release]:
+        async with connect(settings().etcd_url) as client:
+            return await list_releases(client, app_name, env)
+
+    target = rollback_target(asyncio.run(read()), to=to)
+    request = replay_request(target)
+    typer.echo(f"Rolling {app_name} in {env} back to release {target.number} ({target.digest}) ...")
+    flow_run = run_deployment_and_wait(
+        f"release/{env}", parameters={"request": request.model_dump(mode="json")}, timeout=1800
+    )
+    state = flow_run.state
+    if state is None or not state.is_completed():
+        _fail(
+            f"rollback run {flow_run.name} ended {state.name if state else 'without a state'}: "
+            f"{state.message if state else ''}",
+            hint=f"{settings().prefect_url}/runs/flow-run/{flow_run.id}",
+        )
+    typer.echo(f"{app_name} in {env} runs release {target.number}'s digest again (run {flow_run.name}).")
+
+
 RunArgument = Annotated[
     str, typer.Argument(metavar="RUN", help="Flow run id or name (as in the Prefect UI).")
 ]

@@ -6,6 +6,9 @@ from typing import Any, cast
 
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from shipline.errors import ConfigError
 
 
 def run_deployment_and_wait(
@@ -29,15 +32,24 @@ def run_deployment_and_wait(
 
     Returns:
         The flow run, with its last known state.
+
+    Raises:
+        ConfigError: if there is no such deployment.
     """
-    # From synchronous code, Prefect's dual sync/async function returns the flow run itself.
-    return cast(
-        FlowRun,
-        run_deployment(
-            name,
-            parameters=parameters,
-            timeout=timeout,
-            poll_interval=poll_interval,
-            idempotency_key=idempotency_key,
-        ),
-    )
+    try:
+        # From synchronous code, Prefect's dual sync/async function returns the flow run itself.
+        return cast(
+            FlowRun,
+            run_deployment(
+                name,
+                parameters=parameters,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                idempotency_key=idempotency_key,
+            ),
+        )
+    except ObjectNotFound as exc:
+        raise ConfigError(
+            f"there is no Prefect deployment {name}",
+            hint="see deployments/prefect.yaml; shipline up applies it",
+        ) from exc

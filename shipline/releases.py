@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import aetcd
 from pydantic import BaseModel, Field
@@ -41,6 +42,8 @@ class Release(BaseModel):
     committed: datetime | None = None
     """Commit time of ``sha``: the start of the change's lead time."""
     flow_run_id: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    """The release request (shipline.release_plan.ReleaseRequest) that made it: a rollback replays it."""
     status: ReleaseStatus = ReleaseStatus.DEPLOYING
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     finished: datetime | None = None
@@ -77,6 +80,7 @@ async def record_release(
     sha: str,
     committed: datetime | None = None,
     flow_run_id: str | None = None,
+    request: dict[str, Any] | None = None,
 ) -> Release:
     """Record a new release in state ``deploying`` under the next free number.
 
@@ -98,6 +102,7 @@ async def record_release(
             sha=sha,
             committed=committed,
             flow_run_id=flow_run_id,
+            request=request or {},
         )
         key = _key(app, env, number)
         won, _ = await client.transaction(

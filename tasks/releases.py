@@ -50,6 +50,7 @@ def open_release(request: ReleaseRequest) -> Release:
                 sha=request.sha,
                 committed=request.committed,
                 flow_run_id=str(flow_run.get_id() or ""),
+                request=request.model_dump(mode="json"),
             )
 
     release = asyncio.run(record())

@@ -1,6 +1,8 @@
 """The release flow, run by the pre worker through its deployment, on the real engine, etcd and Prefect."""
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -82,3 +84,36 @@ def test_live_then_rolled_back_then_superseded(settings: Settings, app: str) -> 
         (2, ReleaseStatus.ROLLED_BACK),
         (3, ReleaseStatus.LIVE),
     ]
+
+
+def test_cli_rollback_redeploys_the_previous_digest(settings: Settings, app: str) -> None:
+    client = docker_client(settings.docker_url)
+    v1, v2 = request(settings, app, "v1", expect="v1"), request(settings, app, "v2", expect="v2")
+    for req in (v1, v2):
+        flow_run = deliver(req)
+        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    done = subprocess.run(
+        [sys.executable, "-m", "shipline", "rollback", app, "--env", "pre"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "back to release 1" in done.stdout
+    history = releases(settings, app)
+    assert [(r.number, r.status, r.digest) for r in history][-1] == (3, ReleaseStatus.LIVE, v1.digest)
+    (instance,) = running_instances(client, app=app, env="pre")
+    assert httpx.get(f"http://127.0.0.1:{instance.port}/version.txt").text == "v1\n"
+
+
+def test_cli_rollback_without_history_is_a_clear_error(settings: Settings, app: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "shipline", "rollback", app, "--env", "pre"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "error: there is no release to roll back to" in done.stderr

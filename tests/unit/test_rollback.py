@@ -1,0 +1,53 @@
+import pytest
+
+from shipline.errors import ReleaseError
+from shipline.releases import Release, ReleaseStatus
+from shipline.rollback import replay_request, rollback_target
+
+REQUEST = {
+    "app": "shop",
+    "env": "prod",
+    "image": "r/apps/shop",
+    "digest": "sha256:" + "1" * 64,
+    "sha": "a" * 40,
+}
+
+
+def history(*statuses: ReleaseStatus, request: dict[str, str] | None = None) -> list[Release]:
+    return [
+        Release(
+            number=n,
+            app="shop",
+            env="prod",
+            image="r/apps/shop",
+            digest=f"sha256:{n:064d}",
+            sha="a" * 40,
+            status=s,
+            request=request if request is not None else {**REQUEST, "digest": f"sha256:{n:064d}"},
+        )
+        for n, s in enumerate(statuses, start=1)
+    ]
+
+
+def test_default_target_is_the_last_good_release_before_the_live_one() -> None:
+    S = ReleaseStatus
+    releases = history(S.SUPERSEDED, S.SUPERSEDED, S.ROLLED_BACK, S.LIVE)
+    target = rollback_target(releases, to=None)
+    assert target.number == 2
+    assert replay_request(target).digest == f"sha256:{2:064d}"
+
+
+def test_explicit_target() -> None:
+    releases = history(ReleaseStatus.SUPERSEDED, ReleaseStatus.LIVE)
+    assert rollback_target(releases, to=1).number == 1
+    with pytest.raises(ReleaseError, match="has no release 9"):
+        rollback_target(releases, to=9)
+
+
+def test_nothing_to_go_back_to() -> None:
+    with pytest.raises(ReleaseError, match="no release to roll back to"):
+        rollback_target([], to=None)
+    with pytest.raises(ReleaseError, match="no good release before release 2"):
+        rollback_target(history(ReleaseStatus.FAILED, ReleaseStatus.LIVE), to=None)
+    with pytest.raises(ReleaseError, match="recorded no request"):
+        rollback_target(history(ReleaseStatus.SUPERSEDED, ReleaseStatus.LIVE, request={}), to=None)
