@@ -116,9 +116,9 @@ async def record_release(
 
 
 async def set_status(client: aetcd.Client, release: Release, status: ReleaseStatus) -> Release:
-    """Move ``release`` to ``status``; a final status stamps ``finished``."""
+    """Move ``release`` to ``status``; the first final status stamps ``finished`` (superseding keeps it)."""
     updated = release.model_copy(update={"status": status})
-    if status is not ReleaseStatus.DEPLOYING:
+    if status is not ReleaseStatus.DEPLOYING and updated.finished is None:
         updated.finished = datetime.now(UTC)
     await client.put(_key(release.app, release.env, release.number), updated.model_dump_json().encode())
     return updated

@@ -57,6 +57,8 @@ async def test_last_good_release_skips_failed_ones(etcd: aetcd.Client, app: str)
     assert failed.finished is not None
     good = await last_good_release(etcd, app, "prod")
     assert good is not None and good.number == 1
+    superseded = await set_status(etcd, good, ReleaseStatus.SUPERSEDED)
+    assert superseded.finished == good.finished  # when it finished deploying, not when it was replaced
     assert (await get_release(etcd, app, "prod", 2)).status is ReleaseStatus.FAILED
     assert await last_good_release(etcd, app, "prod", before=1) is None
 

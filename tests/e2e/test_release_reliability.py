@@ -1,0 +1,134 @@
+"""Release flow faults: concurrent releases, an instance that never gets healthy, the approval gate."""
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+from prefect.client.schemas.objects import FlowRun
+
+from blocks.environment import ShiplineEnvironment
+from shipline.config import Settings
+from shipline.deploy import docker_client, running_instances, stop_instances
+from shipline.deployment_runs import run_deployment_and_wait
+from shipline.release_plan import ReleaseRequest, ServiceSettings
+from shipline.releases import ReleaseStatus
+from tests.e2e.test_release_flow import deliver, releases, request
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[str]:
+    name = f"rr-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = docker_client(settings.docker_url)
+    for env in ("pre", "gated"):
+        stop_instances(client, running_instances(client, app=name, env=env), grace_seconds=1)
+
+
+def test_two_releases_of_one_app_at_once_run_one_after_the_other(settings: Settings, app: str) -> None:
+    first, second = request(settings, app, "v1", expect="v1"), request(settings, app, "v2", expect="v2")
+    runs: dict[str, FlowRun] = {}
+    threads = [
+        threading.Thread(target=lambda r=r: runs.__setitem__(r.digest, deliver(r))) for r in (first, second)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=400)
+    assert all(run.state is not None and run.state.is_completed() for run in runs.values())
+    history = releases(settings, app)
+    assert [r.status for r in history] == [ReleaseStatus.SUPERSEDED, ReleaseStatus.LIVE]
+    # Strictly one at a time: the second release opened only after the first had finished.
+    assert history[0].finished is not None and history[1].created >= history[0].finished
+    (instance,) = running_instances(docker_client(settings.docker_url), app=app, env="pre")
+    assert instance.release == 2
+
+
+def test_instance_never_healthy_is_rolled_back_and_previous_keeps_serving(
+    settings: Settings, app: str
+) -> None:
+    good = deliver(request(settings, app, "v1", expect="v1"))
+    assert good.state is not None and good.state.is_completed()
+    sick = request(settings, app, "v2", expect="v2")
+    sick = sick.model_copy(
+        update={
+            "service": ServiceSettings(
+                command=["sleep", "300"], health_timeout_seconds=3, stop_grace_seconds=1
+            )
+        }
+    )
+    failed = deliver(sick)
+    assert failed.state is not None and failed.state.is_failed()
+    assert "not healthy within 3s" in str(failed.state.message)
+    assert [r.status for r in releases(settings, app)] == [ReleaseStatus.LIVE, ReleaseStatus.ROLLED_BACK]
+    (instance,) = running_instances(docker_client(settings.docker_url), app=app, env="pre")
+    assert instance.release == 1
+    assert httpx.get(f"http://127.0.0.1:{instance.port}/version.txt").text == "v1\n"
+
+
+@pytest.fixture
+def gated_env() -> Iterator[str]:
+    """An environment served by the pre worker that requires approval."""
+    ShiplineEnvironment(
+        work_pool="pre", port_range_start=23000, port_range_end=23099, requires_approval=True
+    ).save("gated", overwrite=True)
+    yield "gated"
+    with get_client(sync_client=True) as client:
+        client.delete_block_document(ShiplineEnvironment.load("gated")._block_document_id)
+
+
+def _paused_run(app: str) -> FlowRun:
+    deadline = time.monotonic() + 90
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            for run in client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["pre"])),
+                flow_run_filter=FlowRunFilter(),
+                limit=20,
+                sort="START_TIME_DESC",  # type: ignore[arg-type]
+            ):
+                if run.state and run.state.is_paused() and run.parameters["request"]["app"] == app:
+                    return run
+            time.sleep(0.5)
+    pytest.fail(f"no release run of {app} paused for approval")
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_release_waits_for_approval(settings: Settings, app: str, gated_env: str, verb: str) -> None:
+    req: ReleaseRequest = request(settings, app, "v1", expect="v1").model_copy(update={"env": gated_env})
+    result: dict[str, FlowRun] = {}
+    worker = threading.Thread(
+        target=lambda: result.__setitem__(
+            "run",
+            run_deployment_and_wait(
+                "release/pre", parameters={"request": req.model_dump(mode="json")}, timeout=300
+            ),
+        )
+    )
+    worker.start()
+    paused = _paused_run(app)
+    assert running_instances(docker_client(settings.docker_url), app=app, env=gated_env) == []
+    answer = subprocess.run(
+        [sys.executable, "-m", "shipline", verb, str(paused.id), "-m", "from the test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answer.returncode == 0, answer.stderr
+    worker.join(timeout=300)
+    state = result["run"].state
+    assert state is not None
+    instances = running_instances(docker_client(settings.docker_url), app=app, env=gated_env)
+    if verb == "approve":
+        assert state.is_completed(), state
+        assert len(instances) == 1
+    else:
+        assert state.is_failed() and "not approved: from the test" in str(state.message)
+        assert instances == []
