@@ -80,7 +80,9 @@ def gated_env() -> Iterator[str]:
     ).save("gated", overwrite=True)
     yield "gated"
     with get_client(sync_client=True) as client:
-        client.delete_block_document(ShiplineEnvironment.load("gated")._block_document_id)
+        block_id = ShiplineEnvironment.for_env("gated")._block_document_id
+        assert block_id is not None
+        client.delete_block_document(block_id)
 
 
 def _paused_run(app: str) -> FlowRun:
