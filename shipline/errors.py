@@ -16,6 +16,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     ├── ApprovalError          an approval gate cannot be answered
     ├── NotifyError            GitLab or a notification channel refused a report
     └── StageError             a pipeline stage failed
+        ├── SpecError              shipline.yaml is missing or invalid
         ├── CheckoutError          the source, the ref or access to the repository
         ├── DeployError            a compose file, a container or a health check failed
         ├── AutoTestError          the app's automated tests failed against a release
@@ -105,3 +106,7 @@ class DeployError(StageError):
 
 class AutoTestError(StageError):
     """The app's automated tests failed against a release."""
+
+
+class SpecError(StageError):
+    """shipline.yaml is missing or invalid."""

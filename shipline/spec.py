@@ -1,0 +1,273 @@
+"""The app spec, ``shipline.yaml`` at the root of an app's repository.
+
+Validated before any work starts. An error names the field, its line in the file and what is expected,
+for every problem at once, e.g. ``shipline.yaml:12 service.environments.prod.replicas: Input should be
+greater than or equal to 1``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shipline.autotest import AutoTests
+from shipline.compose import Mount
+from shipline.errors import SpecError
+from shipline.names import NAME_PATTERN
+
+SPEC_FILE = "shipline.yaml"
+_VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RELATIVE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}")
+
+
+def _name(value: str, what: str) -> str:
+    if NAME_PATTERN.fullmatch(value) is None:
+        raise ValueError(
+            f"{what} must be lower-case letters, digits and dashes, starting with a letter or digit"
+        )
+    return value
+
+
+def _relative_path(value: str) -> str:
+    if _RELATIVE.fullmatch(value) is None or ".." in Path(value).parts:
+        raise ValueError("must be a path inside the repository (letters, digits, . _ - /; no '..')")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuildSpec(Strict):
+    """How to build the app inside its middleware image."""
+
+    command: str = Field(description="Shell command run in the repository root, inside the middleware image.")
+    artifact: str = Field(description="File or directory the build leaves, copied into the app image.")
+    mounts: list[Mount] = Field(
+        default_factory=list, description="Host paths mounted for the build (e.g. a JDK)."
+    )
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact(cls, value: str) -> str:
+        return _relative_path(value)
+
+
+class TestSpec(Strict):
+    """How to run the unit tests, and where their JUnit report lands."""
+
+    command: str
+    junit: str = Field(description="JUnit XML report path, relative to the repository root.")
+
+    @field_validator("junit")
+    @classmethod
+    def _junit(cls, value: str) -> str:
+        return _relative_path(value)
+
+
+class ScanSpec(Strict):
+    """Static analysis: SonarQube when a block is configured, local tools otherwise."""
+
+    sonar_project_key: str | None = None
+    tools: list[str] = Field(default_factory=lambda: ["ruff", "bandit"])
+    paths: list[str] = Field(default_factory=lambda: ["."])
+    max_findings: dict[str, int] = Field(
+        default_factory=lambda: {"ruff": 0, "bandit-high": 0, "bandit-medium": 0},
+        description="Gate: the most findings allowed per tool (and bandit severity).",
+    )
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"ruff", "bandit"})
+        if unknown:
+            raise ValueError(f"unknown scan tool(s) {unknown}; known: ruff, bandit")
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        return [_relative_path(v) for v in value]
+
+
+class LayerRef(Strict):
+    """An OS or middleware layer: a name and a version from templates/images/."""
+
+    name: str
+    version: str
+
+    @field_validator("name")
+    @classmethod
+    def _layer_name(cls, value: str) -> str:
+        return _name(value, "layer name")
+
+    @field_validator("version")
+    @classmethod
+    def _layer_version(cls, value: str) -> str:
+        if _VERSION.fullmatch(value) is None:
+            raise ValueError("version must be letters, digits, '.', '_' or '-'")
+        return value
+
+
+class ImageSpec(Strict):
+    """The three layers of the app's image."""
+
+    os: LayerRef
+    middleware: LayerRef
+    copy_artifact_to: str = Field(default="/app", description="Where the artifact lands in the app image.")
+    command: list[str] = Field(min_length=1, description="What the container runs.")
+    workdir: str = "/app"
+
+    @field_validator("copy_artifact_to", "workdir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in Path(value).parts or re.search(r"[\s\"'\\$`]", value):
+            raise ValueError("must be an absolute path without spaces, quotes, '$' or '..'")
+        return value
+
+
+class EnvironmentSettings(Strict):
+    """Settings of the app in one environment."""
+
+    replicas: int | None = Field(default=None, ge=1, le=64)
+    environment: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("environment")
+    @classmethod
+    def _variables(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if _VARIABLE.fullmatch(key) is None:
+                raise ValueError(f"{key!r} is not a variable name ([A-Z_][A-Z0-9_]*)")
+        return value
+
+
+class ServiceSpec(Strict):
+    """How instances run."""
+
+    port_variable: str = "PORT"
+    health_path: str = "/healthz"
+    health_timeout_seconds: float = Field(default=60, gt=0, le=1800)
+    stop_grace_seconds: int = Field(default=10, ge=1, le=600)
+    cpus: float | None = Field(default=None, gt=0, le=256)
+    memory: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,5}[kmg]$")
+    mounts: list[Mount] = Field(default_factory=list)
+    environments: dict[str, EnvironmentSettings] = Field(default_factory=dict)
+
+    @field_validator("port_variable")
+    @classmethod
+    def _port_variable(cls, value: str) -> str:
+        if _VARIABLE.fullmatch(value) is None:
+            raise ValueError("must be a variable name ([A-Z_][A-Z0-9_]*)")
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _health_path(cls, value: str) -> str:
+        if not value.startswith("/") or re.search(r"\s", value):
+            raise ValueError("must be a URL path starting with / and without spaces")
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, value: dict[str, EnvironmentSettings]) -> dict[str, EnvironmentSettings]:
+        for name in value:
+            _name(name, "environment name")
+        return value
+
+
+class AppSpec(Strict):
+    """Everything Shipline needs to deliver an app."""
+
+    app: str
+    build: BuildSpec
+    test: TestSpec | None = None
+    scan: ScanSpec = Field(default_factory=ScanSpec)
+    image: ImageSpec
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    auto_tests: AutoTests = Field(default_factory=AutoTests)
+    notifications: list[str] = Field(default_factory=list, description="Prefect notification block names.")
+
+    @field_validator("app")
+    @classmethod
+    def _app_name(cls, value: str) -> str:
+        return _name(value, "app")
+
+    @model_validator(mode="after")
+    def _port_not_in_environment(self) -> AppSpec:
+        for env, settings in self.service.environments.items():
+            if self.service.port_variable in settings.environment:
+                raise ValueError(
+                    f"service.environments.{env}.environment sets {self.service.port_variable}, "
+                    "which Shipline sets per instance"
+                )
+        return self
+
+
+def _lines(node: yaml.Node, path: tuple[str | int, ...], found: dict[tuple[str | int, ...], int]) -> None:
+    found.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over where its value starts
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            found[(*path, str(key.value))] = key.start_mark.line + 1
+            _lines(value, (*path, str(key.value)), found)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _lines(item, (*path, index), found)
+
+
+def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def parse_spec(text: str, *, source: str = SPEC_FILE) -> AppSpec:
+    """Parse and validate spec text.
+
+    Raises:
+        SpecError: listing every problem as ``source:LINE field: what is expected``.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict) or node is None:
+        raise SpecError(f"{source}:1: expected a mapping with app, build, image …")
+    lines: dict[tuple[str | int, ...], int] = {}
+    _lines(node, (), lines)
+    try:
+        return AppSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc: tuple[str | int, ...] = tuple(error["loc"])
+            field = ".".join(str(part) for part in loc) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}:{_line_of(loc, lines)} {field}: {message}")
+        raise SpecError(
+            "invalid app spec:\n  " + "\n  ".join(problems),
+            hint="see the App spec section of the README",
+        ) from exc
+
+
+def load_spec(repository: Path) -> AppSpec:
+    """Read and validate ``shipline.yaml`` at the root of ``repository``.
+
+    Raises:
+        SpecError: if the file is missing or invalid.
+    """
+    path = repository / SPEC_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise SpecError(
+            f"{SPEC_FILE} not found at the root of the repository", hint="onboard the app with one"
+        ) from exc
+    return parse_spec(text)

@@ -1,0 +1,98 @@
+"""shipline.yaml: a valid spec loads; every problem is named with its field and line."""
+
+from pathlib import Path
+
+import pytest
+
+from shipline.errors import SpecError
+from shipline.spec import load_spec, parse_spec
+
+VALID = """\
+app: shop
+build:
+  command: python3 -m compileall -q app
+  artifact: app
+test:
+  command: python3 -m pytest -q --junitxml=reports/junit.xml tests
+  junit: reports/junit.xml
+image:
+  os: {name: debian, version: bookworm}
+  middleware: {name: python3, version: "3.11"}
+  command: [python3, -m, app]
+service:
+  health_path: /healthz
+  environments:
+    pre: {replicas: 1, environment: {GREETING: hello}}
+    prod:
+      replicas: 2
+auto_tests:
+  http:
+    - {path: /healthz}
+"""
+
+
+def test_valid_spec_loads_with_defaults(tmp_path: Path) -> None:
+    (tmp_path / "shipline.yaml").write_text(VALID)
+    spec = load_spec(tmp_path)
+    assert spec.app == "shop"
+    assert spec.service.environments["prod"].replicas == 2
+    assert spec.service.port_variable == "PORT"
+    assert spec.scan.tools == ["ruff", "bandit"]
+    assert spec.image.copy_artifact_to == "/app"
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"shipline\.yaml not found"):
+        load_spec(tmp_path)
+
+
+def problems(text: str) -> str:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text)
+    return caught.value.message
+
+
+def test_errors_name_field_and_line() -> None:
+    text = VALID.replace("replicas: 2", "replicas: 0").replace("app: shop", "app: Shop Front")
+    message = problems(text)
+    assert "shipline.yaml:1 app: app must be lower-case letters" in message
+    assert (
+        "shipline.yaml:17 service.environments.prod.replicas: Input should be greater than or equal to 1"
+        in message
+    )
+
+
+def test_missing_and_unknown_fields() -> None:
+    message = problems(VALID.replace("  artifact: app\n", "  artefact: app\n"))
+    assert "shipline.yaml:2 build.artifact: Field required" in message
+    assert "shipline.yaml:4 build.artefact: Extra inputs are not permitted" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("app: shop", "app: 'shop; rm -rf /'", "app: app must be"),
+        ("app: shop", "app: '{{ 7*7 }}'", "app: app must be"),
+        (
+            "  artifact: app",
+            "  artifact: ../../etc/passwd",
+            "build.artifact: must be a path inside the repository",
+        ),
+        ("health_path: /healthz", "health_path: 'x\\ny'", "service.health_path"),
+        ("GREETING: hello", "'BAD KEY': hello", "is not a variable name"),
+        ("    pre: {", "    'pre prod': {", "environment name must be"),
+        ("version: bookworm}", "version: 'book worm'}", "image.os.version"),
+        ("  command: [python3, -m, app]", "  command: []", "image.command"),
+    ],
+)
+def test_hostile_values_are_rejected(old: str, new: str, expected: str) -> None:
+    assert old in VALID
+    assert expected in problems(VALID.replace(old, new, 1))
+
+
+def test_not_yaml_names_the_line() -> None:
+    assert problems("app: shop\nbuild: [unclosed\n").startswith("shipline.yaml:3: not valid YAML")
+
+
+def test_not_a_mapping() -> None:
+    assert "expected a mapping" in problems("- just\n- a list\n")
