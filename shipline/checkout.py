@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ class CheckoutResult(BaseModel):
     source: str
     ref: str
     sha: str
+    committed: datetime
     workspace: Path
 
 
@@ -128,7 +130,7 @@ def checkout(
     if FULL_SHA.fullmatch(wanted) and (workspace / ".git").is_dir():
         try:
             if _git(["rev-parse", "HEAD"], cwd=workspace, env=env) == wanted:
-                return CheckoutResult(source=source, ref=wanted, sha=wanted, workspace=workspace)
+                return _result(source, wanted, workspace, env)
         except CheckoutError:
             pass  # an unusable workspace is replaced below
     if workspace.exists():
@@ -137,5 +139,11 @@ def checkout(
     _git(["init", "--quiet"], cwd=workspace, env=env)
     _git(["fetch", "--quiet", "--depth", "1", "--no-tags", url, wanted], cwd=workspace, env=env)
     _git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], cwd=workspace, env=env)
-    sha = _git(["rev-parse", "HEAD"], cwd=workspace, env=env)
-    return CheckoutResult(source=source, ref=wanted, sha=sha, workspace=workspace)
+    return _result(source, wanted, workspace, env)
+
+
+def _result(source: str, ref: str, workspace: Path, env: dict[str, str]) -> CheckoutResult:
+    sha, committed = _git(["show", "-s", "--format=%H %cI", "HEAD"], cwd=workspace, env=env).split()
+    return CheckoutResult(
+        source=source, ref=ref, sha=sha, committed=datetime.fromisoformat(committed), workspace=workspace
+    )

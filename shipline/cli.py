@@ -227,6 +227,38 @@ def rollback(
     typer.echo(f"{app_name} in {env} runs release {target.number}'s digest again (run {flow_run.name}).")
 
 
+@app.command()
+@reports_errors
+def run(
+    source: Annotated[
+        str, typer.Argument(help="Git URL, git repository, or a directory holding shipline.yaml.")
+    ],
+    ref: Annotated[str | None, typer.Option("--ref", help="Branch, tag or sha (default: HEAD).")] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="Release to these environments in order (default: pre, prod)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliver a repository through the pipeline (delivery/ci); exit 0 only if every stage succeeded."""
+    from shipline.progress import follow_delivery
+    from shipline.sources import resolve_source
+
+    current = settings()
+    location = resolve_source(source, sources_dir=current.home / "sources")
+    report = follow_delivery(location, ref=ref, environments=env, quiet=as_json, echo=typer.echo)
+    if as_json:
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        typer.echo(f"{report.state}: {current.prefect_url}/runs/flow-run/{report.flow_run_id}")
+        if report.summary is not None:
+            typer.echo(f"  image {report.summary.image}@{report.summary.digest}")
+            for name, number in report.summary.releases.items():
+                typer.echo(f"  {name}: release {number}")
+    if report.state != "Completed":
+        raise typer.Exit(1)
+
+
 RunArgument = Annotated[
     str, typer.Argument(metavar="RUN", help="Flow run id or name (as in the Prefect UI).")
 ]

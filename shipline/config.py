@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     docker_storage_driver: str = Field(
         default="auto", description="overlay2, vfs, or auto (overlay2 where it works)."
     )
+    debian_mirror: str = Field(default="http://deb.debian.org/debian", description="Mirror for debootstrap.")
     worker_query_seconds: float = Field(default=1.0, gt=0, le=60)
     start_timeout_seconds: float = Field(default=120.0, gt=0)
 

@@ -18,6 +18,9 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     └── StageError             a pipeline stage failed
         ├── SpecError              shipline.yaml is missing or invalid
         ├── CheckoutError          the source, the ref or access to the repository
+        ├── BuildError             a build command or an image build failed
+        ├── TestFailure            the app's unit tests failed
+        ├── PushError              the registry refused or dropped a push
         ├── DeployError            a compose file, a container or a health check failed
         ├── AutoTestError          the app's automated tests failed against a release
         └── ScanError              the static scan could not run, or its quality gate failed
@@ -110,3 +113,17 @@ class AutoTestError(StageError):
 
 class SpecError(StageError):
     """shipline.yaml is missing or invalid."""
+
+
+class BuildError(StageError):
+    """A build command, or the build of an image layer, failed."""
+
+
+class TestFailure(StageError):
+    """The app's unit tests failed (or left no report)."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+
+class PushError(StageError):
+    """The registry refused or dropped a push."""

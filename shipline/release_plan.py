@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from shipline.autotest import AutoTests
 from shipline.compose import Mount
 from shipline.notify import Outcome, ReleaseNotice
+from shipline.spec import AppSpec
 
 
 class ServiceSettings(BaseModel):
@@ -53,3 +54,32 @@ class ReleaseRequest(BaseModel):
             release=release,
             detail=detail[:500],
         )
+
+
+def request_from_spec(
+    spec: AppSpec, *, env: str, image: str, digest: str, sha: str, committed: datetime | None
+) -> ReleaseRequest:
+    """The release request of the app for ``env``: its service settings as that environment sees them."""
+    service = spec.service
+    per_env = service.environments.get(env)
+    return ReleaseRequest(
+        app=spec.app,
+        env=env,
+        image=image,
+        digest=digest,
+        sha=sha,
+        committed=committed,
+        service=ServiceSettings(
+            port_variable=service.port_variable,
+            health_path=service.health_path,
+            health_timeout_seconds=service.health_timeout_seconds,
+            replicas=per_env.replicas if per_env else None,
+            environment=dict(per_env.environment) if per_env else {},
+            mounts=list(service.mounts),
+            cpus=service.cpus,
+            memory=service.memory,
+            stop_grace_seconds=service.stop_grace_seconds,
+        ),
+        auto_tests=spec.auto_tests,
+        notification_blocks=list(spec.notifications),
+    )

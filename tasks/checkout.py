@@ -1,21 +1,33 @@
-"""Task: check out the exact commit a run delivers."""
+"""Task: check out the exact commit a run delivers, into a workspace of the run's own."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import cast
 
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 from pydantic import SecretStr
 
+from blocks.gitlab import ShiplineGitLab
 from shipline.checkout import CheckoutResult, checkout
+from shipline.config import load_settings
 from shipline.retries import retry_if_transient
+
+GITLAB_BLOCK = "default"
+
+
+def _gitlab_token() -> SecretStr | None:
+    try:
+        return cast(ShiplineGitLab, ShiplineGitLab.load(GITLAB_BLOCK)).token
+    except ValueError:
+        return None  # no GitLab configured: local and file:// sources need no token
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
-def checkout_source(
-    source: str, ref: str | None, workspace: Path, token: SecretStr | None = None
-) -> CheckoutResult:
+def checkout_source(source: str, ref: str | None) -> CheckoutResult:
     """Fetch one commit of the app's repository (shallow) into this run's workspace."""
+    workspace = load_settings().home / "workspaces" / str(flow_run.get_id() or "adhoc")
+    token = _gitlab_token() if source.startswith(("http://", "https://")) else None
     result = checkout(source, ref=ref, workspace=workspace, token=token)
     get_run_logger().info("checked out %s at %s into %s", result.ref, result.sha, result.workspace)
     return result

@@ -41,6 +41,7 @@ def repo(tmp_path: Path) -> Path:
 def test_default_ref_is_the_head_commit(repo: Path, tmp_path: Path) -> None:
     result = checkout(str(repo), ref=None, workspace=tmp_path / "ws")
     assert result.sha == git("rev-parse", "HEAD", cwd=repo)
+    assert result.committed.isoformat() == git("show", "-s", "--format=%cI", "HEAD", cwd=repo)
     assert (tmp_path / "ws" / "VERSION").read_text() == "2"
     assert git("rev-parse", "--is-shallow-repository", cwd=tmp_path / "ws") == "true"
 
@@ -123,9 +124,10 @@ def test_token_goes_in_a_header_and_never_to_disk(denying_server: str, tmp_path:
             assert b"s3cr3t" not in path.read_bytes() and b"b2F1dGgy" not in path.read_bytes(), path
 
 
-def test_task_reports_a_missing_ref(repo: Path, tmp_path: Path) -> None:
+def test_task_reports_a_missing_ref(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path / "home"))
     with disable_run_logger(), pytest.raises(CheckoutError, match="ref not found"):
-        checkout_source.fn(str(repo), "nope", tmp_path / "ws")
+        checkout_source.fn(str(repo), "nope")
 
 
 class _FailedState:

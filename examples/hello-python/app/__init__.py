@@ -1,0 +1,3 @@
+"""hello-python: the sample service Shipline delivers in `make demo`."""
+
+VERSION = "1.0.0"

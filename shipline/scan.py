@@ -1,0 +1,100 @@
+"""The local static scan: ruff and bandit on the host, gated by the spec's thresholds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from shipline.errors import ScanError
+from shipline.spec import ScanSpec
+
+
+class Finding(BaseModel):
+    tool: str
+    rule: str
+    severity: str
+    location: str
+    message: str
+
+
+class ScanReport(BaseModel):
+    findings: list[Finding]
+    counts: dict[str, int]
+    """Per gate key: ruff, bandit-high, bandit-medium, bandit-low."""
+    exceeded: dict[str, tuple[int, int]]
+    """Gate keys over their threshold: (found, allowed)."""
+
+    @property
+    def passed(self) -> bool:
+        return not self.exceeded
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        raise ScanError(f"scan tool {name} is not installed", hint="make install")
+    return found
+
+
+def _run(command: list[str], workspace: Path) -> str:
+    try:
+        done = subprocess.run(
+            command, cwd=workspace, capture_output=True, text=True, timeout=900, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ScanError(f"{Path(command[0]).name} ran longer than 900s", transient=True) from exc
+    if not done.stdout.strip():
+        raise ScanError(f"{Path(command[0]).name} produced no report: {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
+def _ruff(workspace: Path, paths: list[str]) -> list[Finding]:
+    out = _run(
+        [_tool("ruff"), "check", "--output-format=json", "--exit-zero", "--no-cache", *paths], workspace
+    )
+    return [
+        Finding(
+            tool="ruff",
+            rule=item.get("code") or "syntax",
+            severity="medium",
+            location=f"{Path(item['filename']).relative_to(workspace)}:{item['location']['row']}",
+            message=item["message"],
+        )
+        for item in json.loads(out)
+    ]
+
+
+def _bandit(workspace: Path, paths: list[str]) -> list[Finding]:
+    out = _run([_tool("bandit"), "-r", "-q", "-f", "json", "--exit-zero", *paths], workspace)
+    return [
+        Finding(
+            tool="bandit",
+            rule=item["test_id"],
+            severity=item["issue_severity"].lower(),
+            location=f"{item['filename'].removeprefix('./')}:{item['line_number']}",
+            message=item["issue_text"],
+        )
+        for item in json.loads(out)["results"]
+    ]
+
+
+def run_local_scan(workspace: Path, spec: ScanSpec) -> ScanReport:
+    """Run the spec's tools on its paths and compare the counts with its thresholds."""
+    findings: list[Finding] = []
+    if "ruff" in spec.tools:
+        findings += _ruff(workspace, spec.paths)
+    if "bandit" in spec.tools:
+        findings += _bandit(workspace, spec.paths)
+    counts = Counter("ruff" if f.tool == "ruff" else f"bandit-{f.severity}" for f in findings)
+    exceeded = {
+        key: (counts.get(key, 0), allowed)
+        for key, allowed in spec.max_findings.items()
+        if counts.get(key, 0) > allowed
+    }
+    return ScanReport(findings=findings, counts=dict(counts), exceeded=exceeded)

@@ -1,0 +1,35 @@
+"""Task: the spec's build command inside the middleware image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from shipline.config import load_settings
+from shipline.containers import run_in_image
+from shipline.deploy import docker_client
+from shipline.errors import BuildError
+from shipline.images import PushedImage
+from shipline.spec import AppSpec
+
+
+@task
+def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: str) -> Path:
+    """Run the build command with the workspace mounted; the declared artifact must exist afterwards."""
+    logger = get_run_logger()
+    command = f"export SHIPLINE_SHA={sha}; {spec.build.command}"
+    code = run_in_image(
+        docker_client(load_settings().docker_url),
+        image=middleware.by_digest,
+        command=command,
+        workspace=workspace,
+        mounts=spec.build.mounts,
+        log=logger.info,
+    )
+    if code != 0:
+        raise BuildError(f"{spec.app}: the build command exited {code}", hint="read this task's log")
+    artifact = workspace / spec.build.artifact
+    if not artifact.exists():
+        raise BuildError(f"{spec.app}: the build left no {spec.build.artifact}", hint="check build.artifact")
+    return artifact

@@ -1,0 +1,50 @@
+"""Task: the app's unit tests inside the middleware image, their JUnit report as a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from shipline.config import load_settings
+from shipline.containers import run_in_image
+from shipline.deploy import docker_client
+from shipline.errors import TestFailure
+from shipline.images import PushedImage
+from shipline.junit import TestSummary, parse_junit
+from shipline.spec import AppSpec
+
+
+@task
+def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: str) -> TestSummary | None:
+    """Run the test command; any failure stops the pipeline before an image is built."""
+    if spec.test is None:
+        get_run_logger().warning("%s declares no unit tests", spec.app)
+        return None
+    report = workspace / spec.test.junit
+    report.unlink(missing_ok=True)  # a stale report must not pass for this run's
+    code = run_in_image(
+        docker_client(load_settings().docker_url),
+        image=middleware.by_digest,
+        command=f"export SHIPLINE_SHA={sha}; {spec.test.command}",
+        workspace=workspace,
+        mounts=spec.build.mounts,
+        log=get_run_logger().info,
+    )
+    summary = parse_junit(report)
+    rows = [
+        {"test": c.name, "outcome": c.outcome, "seconds": round(c.seconds, 3), "message": c.message}
+        for c in summary.failures + [s for s in summary.slowest if s not in summary.failures]
+    ]
+    create_table_artifact(
+        key=f"unit-tests-{spec.app}",
+        table=rows or [{"test": "(none)", "outcome": "", "seconds": 0, "message": ""}],
+        description=f"{spec.app}: {summary.passed} passed, {summary.failed} failed, {summary.errors} errors, "
+        f"{summary.skipped} skipped; failures first, then the slowest tests",
+    )
+    if code != 0 or not summary.ok:
+        first = summary.failures[0] if summary.failures else None
+        detail = f": {first.name}: {first.message}" if first else f" (exit {code})"
+        raise TestFailure(f"{spec.app}: {summary.failed + summary.errors} unit test(s) failed{detail}")
+    return summary
