@@ -11,7 +11,8 @@ REPORT = """<?xml version="1.0" encoding="utf-8"?>
   <testcase classname="tests.test_a" name="test_slow" time="2.500"/>
   <testcase classname="tests.test_a" name="test_bad" time="0.200">
     <failure message="assert 1 == 2">long traceback</failure></testcase>
-  <testcase classname="tests.test_b" name="test_boom" time="0.100"><error message="ImportError: x"/></testcase>
+  <testcase classname="tests.test_b" name="test_boom" time="0.100">
+    <error message="ImportError: x"/></testcase>
   <testcase classname="tests.test_b" name="test_later" time="0"><skipped message="not yet"/></testcase>
 </testsuite></testsuites>
 """
