@@ -324,13 +324,14 @@ def build_app_image(
     )
     repository = app_repository(registry, app)
     with tempfile.TemporaryDirectory() as context:
+        # A directory's contents land in copy_artifact_to; a file lands there under its own name.
         target = Path(context) / "artifact"
         if artifact.is_dir():
-            shutil.copytree(
-                artifact, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", ".git")
-            )
+            ignored = shutil.ignore_patterns("__pycache__", ".git")
+            shutil.copytree(artifact, target, symlinks=True, ignore=ignored)
         else:
-            shutil.copy2(artifact, target)
+            target.mkdir()
+            shutil.copy2(artifact, target / artifact.name)
         (Path(context) / "Dockerfile").write_text(dockerfile)
         events = client.api.build(
             path=context, tag=f"{repository}:{sha}", rm=True, forcerm=True, network_mode="host", decode=True

@@ -118,7 +118,10 @@ class ImageSpec(Strict):
 
     os: LayerRef
     middleware: LayerRef
-    copy_artifact_to: str = Field(default="/app", description="Where the artifact lands in the app image.")
+    copy_artifact_to: str = Field(
+        default="/app",
+        description="Where the artifact lands: a directory's contents go here, a file goes here by its name.",
+    )
     command: list[str] = Field(min_length=1, description="What the container runs.")
     workdir: str = "/app"
 
