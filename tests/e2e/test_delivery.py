@@ -1,0 +1,140 @@
+"""`shipline run` end to end: the Python sample to PRE and PROD, and every way a delivery must stop early."""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shipline.config import Settings
+from shipline.deploy import docker_client, running_instances, stop_instances
+from shipline.etcd_client import connect
+from shipline.images import registry_digest
+from shipline.releases import list_releases
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-python"
+
+
+@pytest.fixture
+def sample(tmp_path: Path, settings: Settings) -> Iterator[Path]:
+    """The Python sample under an app name of this test only."""
+    name = f"dl-{uuid.uuid4().hex[:8]}"
+    copy = tmp_path / name
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("__pycache__", "reports", "REVISION"))
+    spec = copy / "shipline.yaml"
+    spec.write_text(spec.read_text().replace("app: hello-python", f"app: {name}"))
+    yield copy
+    client = docker_client(settings.docker_url)
+    for env in ("pre", "prod"):
+        stop_instances(client, running_instances(client, app=name, env=env), grace_seconds=2)
+
+
+def shipline_run(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "shipline", "run", str(path), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def releases_of(settings: Settings, app: str, env: str) -> list[Any]:
+    async def read() -> list[Any]:
+        async with connect(settings.etcd_url) as client:
+            return await list_releases(client, app, env)
+
+    return asyncio.run(read())
+
+
+def test_sample_goes_to_pre_and_prod_with_one_digest(settings: Settings, sample: Path) -> None:
+    code, report = shipline_run(sample)
+    assert code == 0, report
+    app = sample.name
+    assert report["app"] == app and report["state"] == "Completed"
+    assert (
+        report["digest"].startswith("sha256:")
+        and report["image"] == f"{settings.registry_address}/apps/{app}"
+    )
+    assert set(report["stages"].values()) == {"Completed"}
+    assert list(report["stages"])[:8] == [
+        "checkout_source",
+        "read_app_spec",
+        "prepare_base_layers",
+        "compile_app",
+        "run_unit_tests",
+        "scan_source",
+        "build_app_layer",
+        "push_app_image",
+    ]
+    assert registry_digest(settings.registry_address, report["image"], report["sha"]) == report["digest"]
+    client = docker_client(settings.docker_url)
+    for env, replicas in (("pre", 1), ("prod", 2)):
+        (release,) = releases_of(settings, app, env)
+        assert (release.digest, release.status) == (report["digest"], "live")
+        instances = running_instances(client, app=app, env=env)
+        assert len(instances) == replicas
+        for instance in instances:
+            assert (
+                client.containers.get(instance.container_id)
+                .attrs["Config"]["Image"]
+                .endswith(report["digest"])
+            )
+            version = httpx.get(f"http://127.0.0.1:{instance.port}/version").json()
+            assert version["sha"] == report["sha"]
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("breakage", "stage", "message"),
+    [
+        ("unit-test", "run_unit_tests", "unit test(s) failed: tests.test_service.test_health"),
+        ("build", "compile_app", "the build command exited 3"),
+        ("scan", "scan_source", "scan gate failed: ruff"),
+        ("spec", "read_app_spec", "shipline.yaml:32 service.environments.pre.replicas"),
+        ("ref", "checkout_source", "ref not found"),
+    ],
+)
+def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
+    settings: Settings, sample: Path, breakage: str, stage: str, message: str
+) -> None:
+    args: list[str] = []
+    if breakage == "unit-test":
+        edit(
+            sample / "tests" / "test_service.py",
+            'assert respond("/healthz") == (200',
+            'assert respond("/healthz") == (201',
+        )
+    elif breakage == "build":
+        edit(
+            sample / "shipline.yaml",
+            "command: python3 -m compileall",
+            "command: exit 3; python3 -m compileall",
+        )
+    elif breakage == "scan":
+        edit(sample / "app" / "service.py", "import json\n", "import json\nimport sys\n")
+    elif breakage == "spec":
+        edit(sample / "shipline.yaml", "      replicas: 1", "      replicas: 0")
+    else:
+        args = ["--ref", "no-such-branch"]
+    code, report = shipline_run(sample, *args)
+    assert code == 1
+    assert report["state"] == "Failed"
+    assert report["stages"][stage] == "Failed"
+    assert message in report["message"]
+    assert "push_app_image" not in report["stages"]
+    assert releases_of(settings, sample.name, "pre") == []
