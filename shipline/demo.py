@@ -1,52 +1,54 @@
-"""``make demo``: show the running stack at work and print where to look.
-
-Runs the stack-check deployment of every environment (each executed by that environment's worker),
-then prints the URLs of the UI and of each component.
-"""
+"""``make demo``: deliver the Python sample from a commit to PROD, then say where to look."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from shipline.config import POOLS, load_settings
+from shipline.config import PROJECT_ROOT, load_settings
 from shipline.stack.lifecycle import State, status
+
+SAMPLE = PROJECT_ROOT / "examples" / "hello-python"
 
 
 def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from shipline.deployment_runs import run_deployment_and_wait
+    from shipline.deploy import docker_client, running_instances
+    from shipline.progress import follow_delivery
+    from shipline.sources import resolve_source
 
-    print("Running stack-check on every environment's worker:")
-    failed = False
-    for pool in POOLS:
-        flow_run = run_deployment_and_wait(f"stack-check/{pool}", timeout=180)
-        state = flow_run.state
-        if state is not None and state.is_completed():
-            identity = state.result()
-            print(f"  {pool:<5} executed by {identity.worker} (flow run {flow_run.name})")
-        else:
-            failed = True
-            where = f"{settings.prefect_url}/runs/flow-run/{flow_run.id}"
-            print(f"  {pool:<5} {state.name if state else 'no state'}: see {where}")
-    print()
-    print("Components:")
-    for component in status(settings):
-        print(f"  {component.name:<12} {component.state:<6} {component.url}")
-    print()
-    print("Where to look:")
-    print(f"  Prefect UI      {settings.prefect_url}  (flow runs, work pools ci/pre/prod, blocks)")
-    print(f"  registry        http://{settings.registry_address}/v2/_catalog")
-    print(f"  etcd            etcdctl --endpoints {settings.etcd_url} get --prefix /")
     print(
-        f"  nginx           {settings.nginx_url}  (apps at http://APP.ENV.localhost:{settings.nginx_port}/)"
+        f"Delivering {SAMPLE.relative_to(PROJECT_ROOT)} from commit to PRE and PROD (the first run builds the"
     )
+    print("Debian OS and python3 middleware layers, about a minute; later runs reuse them):")
+    source = resolve_source(str(SAMPLE), sources_dir=settings.home / "sources")
+    report = follow_delivery(source, ref=None, environments=None, quiet=False, echo=print)
+    run_url = f"{settings.prefect_url}/runs/flow-run/{report.flow_run_id}"
+    print(f"\n{report.state}: {run_url}")
+    if report.summary is not None:
+        print(f"  commit {report.summary.sha}\n  image  {report.summary.image}@{report.summary.digest}")
+        client = docker_client(settings.docker_url)
+        for env in report.summary.releases:
+            for instance in running_instances(client, app=report.summary.app, env=env):
+                print(f"  {env:<5} release {instance.release}  http://127.0.0.1:{instance.port}/version")
+    else:
+        print(f"  {report.message}")
+
+    print("\nComponents:")
+    components = status(settings)
+    for component in components:
+        print(f"  {component.name:<12} {component.state:<6} {component.url}")
+    print("\nWhere to look:")
+    print(f"  Prefect UI      {settings.prefect_url}  (the delivery run above, its stages and artifacts)")
+    print("  releases        .venv/bin/shipline releases hello-python --env prod [--stats]")
+    print(f"  registry        http://{settings.registry_address}/v2/_catalog")
+    print(f"  etcd            etcdctl --endpoints {settings.etcd_url} get --prefix /shipline/")
     print(f"  logs and state  {settings.home}")
     print("  stop            .venv/bin/shipline down")
-    failed = failed or any(c.state is not State.UP for c in status(settings))
-    return 1 if failed else 0
+    ok = report.state == "Completed" and all(c.state is State.UP for c in components)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
