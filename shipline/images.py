@@ -160,7 +160,8 @@ def _rootfs_tar(layer: LayerRef, cache_dir: Path, mirror: str, log: Log) -> Path
         if layer.name == "busybox":
             _busybox_rootfs(root)
         elif layer.name == "debian":
-            _debian_rootfs(root, layer.version, mirror, log)
+            # "bookworm" or "bookworm-2026.11": the suite, then an optional label that forces a fresh build.
+            _debian_rootfs(root, layer.version.split("-", 1)[0], mirror, log)
         else:
             raise BuildError(
                 f"unknown OS layer {layer.name!r}", hint="use debian (a Debian suite) or busybox"
@@ -313,6 +314,7 @@ def build_app_image(
         "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "shipline.app": app,
         "shipline.middleware": middleware.by_digest,
+        "shipline.artifact": image.copy_artifact_to,
     }
     dockerfile = _render(
         "app.Dockerfile.j2",
@@ -342,3 +344,45 @@ def build_app_image(
 def layer_digests(client: docker.DockerClient, reference: str) -> list[str]:
     """The filesystem layers (diff ids) of a local image, bottom first."""
     return list(client.images.get(reference).attrs["RootFS"]["Layers"])
+
+
+def rebase_app_image(
+    client: docker.DockerClient, *, registry: str, app_image: str, middleware: PushedImage, tag: str, log: Log
+) -> PushedImage:
+    """Rebuild an app image on new middleware without recompiling, and push it as ``tag``.
+
+    The artifact is the app image's own top layer: a multi-stage ``COPY --from`` takes it from the old
+    image (by digest) onto the new middleware; working directory, command and labels carry over.
+
+    Raises:
+        BuildError: if the image is not a Shipline app image or the build fails.
+    """
+    try:
+        old = client.images.pull(app_image) if "@" in app_image else client.images.get(app_image)
+    except (APIError, DockerException) as exc:
+        raise BuildError(f"cannot read app image {app_image}: {exc}", transient=True) from exc
+    labels = dict(old.labels or {})
+    if "shipline.app" not in labels or "shipline.artifact" not in labels:
+        raise BuildError(f"{app_image} is not a Shipline app image (labels shipline.app, shipline.artifact)")
+    config = old.attrs["Config"]
+    labels |= {
+        "shipline.middleware": middleware.by_digest,
+        "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    dockerfile = _render(
+        "rebase.Dockerfile.j2",
+        middleware_image=middleware.by_digest,
+        app_image=app_image,
+        workdir=config.get("WorkingDir") or "/",
+        artifact=labels["shipline.artifact"],
+        command=config.get("Cmd") or [],
+        labels=labels,
+    )
+    repository = app_repository(registry, labels["shipline.app"])
+    with tempfile.TemporaryDirectory() as context:
+        (Path(context) / "Dockerfile").write_text(dockerfile)
+        events = client.api.build(
+            path=context, tag=f"{repository}:{tag}", rm=True, forcerm=True, network_mode="host", decode=True
+        )
+        _stream_build(events, log, f"{repository}:{tag}")
+    return push_image(client, repository, tag, log)

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from shipline.config import load_settings
 from shipline.deploy import docker_client
-from shipline.images import PushedImage, ensure_middleware_image, ensure_os_image
+from shipline.images import PushedImage, ensure_middleware_image, ensure_os_image, rebase_app_image
 from shipline.retries import retry_if_transient
 from shipline.spec import ImageSpec
 
@@ -40,3 +40,20 @@ def prepare_base_layers(image: ImageSpec, rebuild: bool = False) -> BaseLayers:
         rebuild=rebuild,
     )
     return BaseLayers(os=os_image, middleware=middleware)
+
+
+@task(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_if_transient)
+def rebase_app(app_image: str, middleware: PushedImage) -> PushedImage:
+    """Move an app image (by digest) onto new middleware without recompiling; tag it {sha}-{middleware}."""
+    settings = load_settings()
+    client = docker_client(settings.docker_url)
+    sha = client.images.pull(app_image).labels.get("org.opencontainers.image.revision", "unknown")
+    tag = f"{sha}-{middleware.tag}"
+    return rebase_app_image(
+        client,
+        registry=settings.registry_address,
+        app_image=app_image,
+        middleware=middleware,
+        tag=tag,
+        log=get_run_logger().info,
+    )

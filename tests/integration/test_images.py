@@ -2,6 +2,7 @@
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -15,6 +16,7 @@ from shipline.images import (
     ensure_os_image,
     layer_digests,
     push_image,
+    rebase_app_image,
     registry_digest,
 )
 from shipline.spec import ImageSpec, LayerRef
@@ -112,3 +114,53 @@ def test_push_to_a_dead_registry_fails_clearly(client: docker.DockerClient) -> N
         push_image(client, "127.0.0.1:1/apps/dead", "v1", log)
     assert caught.value.transient
     client.images.remove("127.0.0.1:1/apps/dead:v1")
+
+
+def test_app_moves_onto_new_layers_without_recompiling(
+    settings: Settings, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    version = f"r{uuid.uuid4().hex[:8]}"
+    os_layer, middleware_layer = (
+        LayerRef(name="busybox", version=version),
+        LayerRef(name="host-jre", version=version),
+    )
+    layers: dict[str, Any] = {"registry": settings.registry_address}
+    old_os = ensure_os_image(client, **layers, layer=os_layer, cache_dir=tmp_path / "a", mirror="", log=log)
+    old_mw = ensure_middleware_image(client, **layers, layer=middleware_layer, os_image=old_os, log=log)
+    artifact = tmp_path / "dist"
+    artifact.mkdir()
+    (artifact / "hello.txt").write_text("built once\n")
+    spec = ImageSpec(
+        os=os_layer,
+        middleware=middleware_layer,
+        command=["cat", "/opt/app/hello.txt"],
+        copy_artifact_to="/opt/app",
+    )
+    app = f"rebase-{version}"
+    build_app_image(
+        client,
+        **layers,
+        app=app,
+        sha="e" * 40,
+        source="file:///x",
+        artifact=artifact,
+        image=spec,
+        middleware=old_mw,
+        log=log,
+    )
+    old_app = push_image(client, f"{settings.registry_address}/apps/{app}", "e" * 40, log)
+
+    # An OS update: the layers are rebuilt (a new root filesystem), the app is moved onto them.
+    new_os = ensure_os_image(
+        client, **layers, layer=os_layer, cache_dir=tmp_path / "b", mirror="", log=log, rebuild=True
+    )
+    new_mw = ensure_middleware_image(
+        client, **layers, layer=middleware_layer, os_image=new_os, log=log, rebuild=True
+    )
+    assert new_mw.digest != old_mw.digest
+    rebased = rebase_app_image(
+        client, **layers, app_image=old_app.by_digest, middleware=new_mw, tag="e" * 40 + "-2", log=log
+    )
+    assert layer_digests(client, rebased.by_digest)[:-1] == layer_digests(client, new_mw.by_digest)
+    assert client.containers.run(rebased.by_digest, remove=True, network_mode="host") == b"built once\n"
+    assert client.images.get(rebased.by_digest).labels["org.opencontainers.image.revision"] == "e" * 40

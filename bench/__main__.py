@@ -1,0 +1,28 @@
+"""`make bench`: run every benchmark on the running stack and print the figures."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from shipline.config import load_settings
+
+
+def main() -> int:
+    settings = load_settings()
+    for key, value in settings.prefect_environment().items():
+        os.environ.setdefault(key, value)
+    from bench import build, pipeline
+
+    chosen = sys.argv[1:] or ["build", "pipeline"]
+    for name, module in (("build", build), ("pipeline", pipeline)):
+        if name not in chosen:
+            continue
+        print(f"== {name}")
+        for key, value in module.run(settings).items():
+            print(f"  {key:<32} {value:,.3f}" if isinstance(value, float) else f"  {key:<32} {value:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

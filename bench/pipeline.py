@@ -1,0 +1,92 @@
+"""The delivery flow against the same commands as a plain shell script, and commit -> PROD per stage."""
+
+# ruff: noqa: E501 - the shell script below is kept one command per line, as a person would write it
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shipline.config import PROJECT_ROOT, Settings
+from shipline.progress import follow_delivery
+from shipline.sources import resolve_source
+from shipline.spec import load_spec
+
+SAMPLE = PROJECT_ROOT / "examples" / "hello-python"
+
+
+def _snapshot(name: str, scratch: Path, settings: Settings, marker: str) -> str:
+    copy = scratch / marker / name  # one directory name, one snapshot repository, a commit per marker
+    shutil.copytree(SAMPLE, copy, ignore=shutil.ignore_patterns("__pycache__", "reports"))
+    spec = copy / "shipline.yaml"
+    spec.write_text(spec.read_text().replace("app: hello-python", f"app: {name}"))
+    (copy / "app" / "__init__.py").write_text(f'"""bench {marker}"""\n\nVERSION = "1.0.0"\n')
+    return resolve_source(str(copy), sources_dir=settings.home / "sources")
+
+
+def shell_script(source: str, middleware: str, registry: str, app: str, venv_bin: Path) -> str:
+    """The build stages as one shell script: what the delivery flow runs, without Prefect."""
+    spec = load_spec(SAMPLE)
+    assert spec.test is not None
+    return f"""set -e
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+git init -q "$work/ws" && cd "$work/ws" && git fetch -q --depth 1 file://{source} HEAD && git checkout -q FETCH_HEAD
+sha=$(git rev-parse HEAD)
+docker run --rm --network host -v "$PWD:/workspace" -w /workspace {middleware} sh -c 'export SHIPLINE_SHA='$sha'; {spec.build.command}'
+docker run --rm --network host -v "$PWD:/workspace" -w /workspace {middleware} sh -c '{spec.test.command}'
+{venv_bin}/ruff check --no-cache --output-format=json app > /dev/null
+{venv_bin}/bandit -q -r -f json app > /dev/null
+mkdir ctx && cp -r app ctx/artifact
+printf 'FROM {middleware}\\nWORKDIR /srv\\nCOPY artifact /srv/app\\nCMD ["python3", "-m", "app"]\\n' > ctx/Dockerfile
+docker build -q -t {registry}/apps/{app}:$sha ctx > /dev/null
+docker push -q {registry}/apps/{app}:$sha > /dev/null
+"""
+
+
+def run(settings: Settings) -> dict[str, float]:
+    """Time the shell script, the delivery flow's build stages, and a full delivery to PROD."""
+    from shipline.images import middleware_repository
+
+    spec = load_spec(SAMPLE)
+    repository = middleware_repository(settings.registry_address, spec.image.middleware)
+    middleware = f"{repository}:{spec.image.middleware.version}"
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        name = f"benchpipe-{int(time.time())}"
+        source = _snapshot(name, Path(scratch), settings, "shell")
+        script = shell_script(
+            source, middleware, settings.registry_address, name, Path(sys.executable).parent
+        )
+        started = time.monotonic()
+        subprocess.run(
+            ["bash", "-c", script], check=True, env={**os.environ, "DOCKER_HOST": settings.docker_url}
+        )
+        figures["shell_script_seconds"] = time.monotonic() - started
+
+        source = _snapshot(name, Path(scratch), settings, "flow")
+        started = time.monotonic()
+        report = follow_delivery(source, ref=None, environments=[], quiet=True, echo=print)
+        assert report.state == "Completed", report
+        figures["delivery_flow_build_seconds"] = time.monotonic() - started
+
+        source = _snapshot(name, Path(scratch), settings, "prod")
+        stages: list[str] = []
+        started = time.monotonic()
+        report = follow_delivery(
+            source, ref=None, environments=None, quiet=False, echo=lambda line: stages.append(line)
+        )
+        assert report.state == "Completed", report
+        figures["commit_to_prod_seconds"] = time.monotonic() - started
+    figures["overhead_over_shell"] = (
+        figures["delivery_flow_build_seconds"] / figures["shell_script_seconds"] - 1
+    )
+    print("commit -> PROD, per stage:")
+    for line in stages:
+        if "Completed" in line:
+            print(f"  {line.strip()}")
+    return figures
