@@ -64,7 +64,7 @@ def follow_delivery(
 ) -> RunReport:
     """Start a run of delivery/ci and report each stage's state changes until the run ends."""
     parameters: dict[str, object] = {"source": source, "ref": ref}
-    if environments:
+    if environments is not None:  # [] means build only, no release
         parameters["environments"] = environments
     started = run_deployment_and_wait(DELIVERY_DEPLOYMENT, parameters=parameters, timeout=0)
     if not quiet:

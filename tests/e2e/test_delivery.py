@@ -9,14 +9,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from shipline.config import Settings
 from shipline.deploy import docker_client, running_instances, stop_instances
 from shipline.etcd_client import connect
-from shipline.images import registry_digest
+from shipline.images import layer_digests, registry_digest
 from shipline.releases import list_releases
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-python"
@@ -78,6 +81,19 @@ def test_sample_goes_to_pre_and_prod_with_one_digest(settings: Settings, sample:
     ]
     assert registry_digest(settings.registry_address, report["image"], report["sha"]) == report["digest"]
     client = docker_client(settings.docker_url)
+    middleware = client.images.get(
+        client.images.get(f"{report['image']}@{report['digest']}").labels["shipline.middleware"]
+    )
+    app_layers = layer_digests(client, f"{report['image']}@{report['digest']}")
+    assert app_layers[:-1] == middleware.attrs["RootFS"]["Layers"]  # exactly the middleware, plus the app
+    with get_client(sync_client=True) as prefect:
+        keys = {
+            a.key
+            for a in prefect.read_artifacts(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(report["flow_run_id"])]))
+            )
+        }
+    assert {f"unit-tests-{app}", f"scan-{app}", f"image-{app}"} <= keys
     for env, replicas in (("pre", 1), ("prod", 2)):
         (release,) = releases_of(settings, app, env)
         assert (release.digest, release.status) == (report["digest"], "live")
