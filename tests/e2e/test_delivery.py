@@ -154,3 +154,22 @@ def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
     assert message in report["message"]
     assert "push_app_image" not in report["stages"]
     assert releases_of(settings, sample.name, "pre") == []
+
+
+def test_java_sample_runs_on_the_hosts_jre(settings: Settings, tmp_path: Path) -> None:
+    name = f"dj-{uuid.uuid4().hex[:8]}"
+    copy = tmp_path / name
+    shutil.copytree(
+        EXAMPLE.parent / "hello-java", copy, ignore=shutil.ignore_patterns("out", "test-out", "reports")
+    )
+    edit(copy / "shipline.yaml", "app: hello-java", f"app: {name}")
+    try:
+        code, report = shipline_run(copy, "--env", "pre")
+        assert code == 0, report
+        (instance,) = running_instances(docker_client(settings.docker_url), app=name, env="pre")
+        assert httpx.get(f"http://127.0.0.1:{instance.port}/version").json()["sha"] == report["sha"]
+        mounts = docker_client(settings.docker_url).containers.get(instance.container_id).attrs["Mounts"]
+        assert {(m["Destination"], m["RW"]) for m in mounts} >= {("/opt/jre", False)}
+    finally:
+        client = docker_client(settings.docker_url)
+        stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=2)
