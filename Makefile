@@ -71,7 +71,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shipline flows tasks blocks tests
+	$(BIN)/mypy shipline flows tasks blocks tests bench
 
 bench: install
 	$(SHIPLINE) up
