@@ -173,3 +173,17 @@ def test_java_sample_runs_on_the_hosts_jre(settings: Settings, tmp_path: Path) -
     finally:
         client = docker_client(settings.docker_url)
         stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=2)
+
+
+def test_auto_test_failure_reaches_pre_and_never_prod(settings: Settings, sample: Path) -> None:
+    edit(sample / "shipline.yaml", "contains: '\"version\"'", "contains: 'no such text'")
+    code, report = shipline_run(sample)
+    assert code == 1
+    assert report["stages"]["push_app_image"] == "Completed"
+    assert report["stages"]["release-to-pre"] == "Failed"
+    assert "release-to-prod" not in report["stages"]
+    assert "auto-test(s) failed" in report["message"] or "release run" in report["message"]
+    (attempt,) = releases_of(settings, sample.name, "pre")
+    assert attempt.status == "rolled-back"
+    assert releases_of(settings, sample.name, "prod") == []
+    assert running_instances(docker_client(settings.docker_url), app=sample.name, env="pre") == []
