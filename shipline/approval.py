@@ -58,8 +58,8 @@ def _resolve_run(client: SyncPrefectClient, run: str) -> UUID:
     try:
         return UUID(run)
     except ValueError:
-        pass
-    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run])))
+        name = run  # not an id: look the run up by name
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
     if not runs:
         raise ApprovalError(
             f"no flow run is named {run!r}", hint="give the run's id or name from the Prefect UI"

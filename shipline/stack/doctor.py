@@ -78,8 +78,7 @@ def _docker_permission(settings: Settings) -> Check:
 def _home_writable(settings: Settings) -> Check:
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=settings.home):
-            pass
+        tempfile.NamedTemporaryFile(dir=settings.home).close()  # can a file be created there?
     except OSError as exc:
         return Check(
             "home", False, f"{settings.home}: {exc.strerror}", "set SHIPLINE_HOME to a writable directory"

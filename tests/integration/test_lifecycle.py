@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,17 +9,7 @@ from pathlib import Path
 from shipline.config import Settings
 from shipline.stack.lifecycle import State, status, up
 from shipline.stack.processes import ProcessTable, group_members
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from tests.images import free_ports
 
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ class _DenyingGitServer(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep the test output free of request logs."""
 
 
 @pytest.fixture

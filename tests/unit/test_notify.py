@@ -42,7 +42,7 @@ class Recorder(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep the test output free of request logs."""
 
 
 @pytest.fixture

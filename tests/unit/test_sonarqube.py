@@ -59,7 +59,7 @@ class FakeSonarQube(BaseHTTPRequestHandler):
             self._reply(404, {"errors": [{"msg": "Unknown url"}]})
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep the test output free of request logs."""
 
 
 @pytest.fixture
