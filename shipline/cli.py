@@ -259,6 +259,33 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+@reports_errors
+def services(
+    app_name: Annotated[str | None, typer.Argument(metavar="[APP]", help="Only this app.")] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Instances registered in etcd (/{APP}_{ENV}/{IP}-{PORT})."""
+    import asyncio
+
+    from shipline.etcd_client import connect
+    from shipline.registry import Instance, list_instances
+
+    async def read() -> list[Instance]:
+        async with connect(settings().etcd_url) as client:
+            return await list_instances(client, app=app_name, env=env)
+
+    found = asyncio.run(read())
+    if as_json:
+        typer.echo(json.dumps([{**i.model_dump(), "key": i.key} for i in found], indent=2))
+        return
+    if not found:
+        typer.echo("No instance is registered" + (f" for {app_name}" if app_name else "") + ".")
+    for instance in found:
+        typer.echo(f"{instance.app:<24} {instance.env:<6} {instance.address:<22} {instance.key}")
+
+
 RunArgument = Annotated[
     str, typer.Argument(metavar="RUN", help="Flow run id or name (as in the Prefect UI).")
 ]

@@ -1,0 +1,99 @@
+"""The instance registry in etcd: ``/{APP}_{ENV}/{IP}-{PORT}`` → ``{IP}:{PORT}``, on a lease.
+
+The key layout is the one legacy confd templates read (ENV upper-case). An instance's key lives on a
+lease that its registrator keeps alive with heartbeats every TTL/3; if the host or the registrator dies,
+the key expires within the TTL. Platform state lives under ``/shipline/`` and never matches an instance key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import aetcd
+from pydantic import BaseModel
+
+from shipline.names import validate_name, validate_port
+
+_KEY = re.compile(
+    r"^/(?P<app>[a-z0-9][a-z0-9-]{0,62})_(?P<env>[A-Z0-9][A-Z0-9-]{0,62})/(?P<ip>[0-9a-f.:]+)-(?P<port>\d{1,5})$"
+)
+
+
+class Instance(BaseModel):
+    """One registered instance."""
+
+    app: str
+    env: str
+    """Lower-case, as elsewhere in Shipline; upper-case only inside the key."""
+    ip: str
+    port: int
+
+    @property
+    def key(self) -> str:
+        return instance_key(self.app, self.env, self.ip, self.port)
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+def prefix(app: str, env: str) -> str:
+    """``/{APP}_{ENV}/`` with the trailing slash, so that ``/a_PRE`` never matches ``/a_PRE2``."""
+    return f"/{validate_name(app, what='app name')}_{validate_name(env, what='environment').upper()}/"
+
+
+def instance_key(app: str, env: str, ip: str, port: int) -> str:
+    """The etcd key of an instance.
+
+    Raises:
+        ConfigError: if a name or the port is invalid; ValueError if ``ip`` is not an IP address.
+    """
+    address = ipaddress.ip_address(ip)
+    return f"{prefix(app, env)}{address}-{validate_port(port)}"
+
+
+def parse_key(key: str) -> Instance | None:
+    """The instance a key names, or None for any other key."""
+    match = _KEY.match(key)
+    if match is None:
+        return None
+    try:
+        ipaddress.ip_address(match["ip"])
+    except ValueError:
+        return None
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        return None
+    return Instance(app=match["app"], env=match["env"].lower(), ip=match["ip"], port=port)
+
+
+async def register(client: aetcd.Client, instance: Instance, lease: aetcd.Lease) -> None:
+    """Put the instance's key on ``lease`` (idempotent)."""
+    await client.put(instance.key.encode(), instance.address.encode(), lease=lease)
+
+
+async def deregister(client: aetcd.Client, instance: Instance) -> None:
+    """Delete the instance's key at once (a graceful stop does not wait for the lease to expire)."""
+    await client.delete(instance.key.encode())
+
+
+async def list_instances(
+    client: aetcd.Client, *, app: str | None = None, env: str | None = None
+) -> list[Instance]:
+    """Registered instances, optionally of one app and/or environment, sorted."""
+    if app is not None and env is not None:
+        scan = prefix(app, env).encode()
+    elif app is not None:
+        scan = f"/{validate_name(app, what='app name')}_".encode()
+    else:
+        scan = b"/"
+    found = []
+    for kv in await client.get_prefix(scan):
+        instance = parse_key(kv.key.decode())
+        if instance is None or (app is not None and instance.app != app):
+            continue
+        if env is not None and instance.env != env:
+            continue
+        found.append(instance)
+    return sorted(found, key=lambda i: (i.app, i.env, i.ip, i.port))
