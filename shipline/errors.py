@@ -15,6 +15,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     ├── ReleaseError           a release record is missing or invalid
     ├── ApprovalError          an approval gate cannot be answered
     ├── NotifyError            GitLab or a notification channel refused a report
+    ├── DiscoveryError         nginx rejected a rendered config, or could not be reloaded
     └── StageError             a pipeline stage failed
         ├── SpecError              shipline.yaml is missing or invalid
         ├── CheckoutError          the source, the ref or access to the repository
@@ -89,6 +90,10 @@ class ApprovalError(ShiplineError):
 
 class NotifyError(ShiplineError):
     """GitLab or a notification channel refused a report."""
+
+
+class DiscoveryError(ShiplineError):
+    """nginx rejected a rendered config (the last good one keeps serving), or could not be reloaded."""
 
 
 class StageError(ShiplineError):

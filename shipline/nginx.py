@@ -1,0 +1,144 @@
+"""nginx server blocks rendered from registered instances, applied without ever breaking nginx.
+
+One file per app and environment, ``{conf_dir}/{app}_{env}.conf``. Applying a set of files: each changed
+file is swapped in atomically (temp file + rename) with its old content kept in memory; ``nginx -t``
+checks the whole configuration; on success nginx reloads (SIGHUP to its master), on failure every file
+is put back as it was, so the last good configuration keeps serving and the failure is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+import jinja2
+
+from shipline.config import PROJECT_ROOT, Settings
+from shipline.errors import DiscoveryError
+from shipline.names import validate_name
+from shipline.registry import Instance
+
+DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "nginx" / "app.conf.j2"
+
+
+def _template(path: Path) -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(path.parent),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - renders nginx syntax from validated names and addresses
+        keep_trailing_newline=True,
+    )
+    return environment.get_template(path.name)
+
+
+def file_name(app: str, env: str) -> str:
+    return f"{validate_name(app, what='app name')}_{validate_name(env, what='environment')}.conf"
+
+
+def render_app(
+    app: str,
+    env: str,
+    instances: Iterable[Instance],
+    *,
+    settings: Settings,
+    template: Path = DEFAULT_TEMPLATE,
+) -> str:
+    """The server block (and upstream, when an instance is live) of one app in one environment."""
+    validate_name(app, what="app name")
+    validate_name(env, what="environment")
+    addresses = sorted({i.address for i in instances if i.app == app and i.env == env})
+    return _template(template).render(
+        app=app,
+        env=env,
+        upstream=f"{app}_{env}",
+        server_name=f"{app}.{env}.localhost",
+        listen=f"{settings.host}:{settings.nginx_port}",
+        instances=addresses,
+    )
+
+
+class NginxConfig:
+    """The discovery files of one nginx, and how to check and reload it.
+
+    Args:
+        settings: Where nginx's main config, pid file and conf dir are.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conf_dir = settings.nginx_conf_dir
+        self.reloads = 0
+
+    def _check(self) -> str | None:
+        main = self.settings.nginx_dir / "nginx.conf"
+        done = subprocess.run(
+            [
+                "nginx",
+                "-t",
+                "-q",
+                "-c",
+                str(main),
+                "-p",
+                f"{self.settings.nginx_dir}/",
+                "-e",
+                str(self.settings.log_dir / "nginx-error.log"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return None if done.returncode == 0 else done.stderr.strip()
+
+    def _reload(self) -> None:
+        try:
+            pid = int((self.settings.nginx_dir / "nginx.pid").read_text())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError) as exc:
+            raise DiscoveryError(
+                f"cannot reload nginx: {exc}", hint="shipline up starts it", transient=True
+            ) from exc
+        self.reloads += 1
+
+    def apply(self, files: dict[str, str]) -> bool:
+        """Make the conf dir hold ``files`` (name → text) and reload nginx if anything changed.
+
+        Returns:
+            True if nginx was reloaded, False if nothing changed.
+
+        Raises:
+            DiscoveryError: if ``nginx -t`` rejects the new files (they are rolled back first).
+        """
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        previous: dict[Path, str | None] = {}
+        for name, text in files.items():
+            path = self.conf_dir / name
+            old = path.read_text() if path.exists() else None
+            if old == text:
+                continue
+            previous[path] = old
+            _write_atomic(path, text)
+        if not previous:
+            return False
+        problem = self._check()
+        if problem is not None:
+            for path, old in previous.items():
+                if old is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    _write_atomic(path, old)
+            raise DiscoveryError(
+                f"nginx rejects the rendered config; the last good one keeps serving: {problem}",
+                hint="check the nginx template (SHIPLINE_NGINX_TEMPLATE)",
+            )
+        self._reload()
+        return True
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")  # not *.conf: nginx's include never sees a half-written file
+    tmp.write_text(text)
+    tmp.replace(path)

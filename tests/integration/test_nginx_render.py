@@ -1,0 +1,89 @@
+"""Server blocks rendered from instances, applied to the stack's real nginx."""
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shipline.config import Settings
+from shipline.errors import ConfigError, DiscoveryError
+from shipline.nginx import NginxConfig, file_name, render_app
+from shipline.registry import Instance
+
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"instance {self.server.server_address[1]}".encode()  # type: ignore[index]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Keep the test output free of request logs."""
+
+
+@pytest.fixture
+def backend() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield int(server.server_address[1])
+    server.shutdown()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[str]:
+    name = f"ngx-{uuid.uuid4().hex[:8]}"
+    yield name
+    (settings.nginx_conf_dir / file_name(name, "pre")).unlink(missing_ok=True)
+
+
+def through_nginx(settings: Settings, app: str, expect: str, timeout: float = 5) -> str:
+    deadline, body = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        body = httpx.get(settings.nginx_url, headers={"Host": f"{app}.pre.localhost"}).text
+        if expect in body:
+            return body
+        time.sleep(0.05)
+    return body
+
+
+def test_instances_are_served_then_503_when_none_is_live(settings: Settings, app: str, backend: int) -> None:
+    nginx = NginxConfig(settings)
+    live = [Instance(app=app, env="pre", ip="127.0.0.1", port=backend)]
+    assert nginx.apply({file_name(app, "pre"): render_app(app, "pre", live, settings=settings)})
+    assert through_nginx(settings, app, f"instance {backend}") == f"instance {backend}"
+    assert not nginx.apply(
+        {file_name(app, "pre"): render_app(app, "pre", live, settings=settings)}
+    )  # no reload
+    assert nginx.apply({file_name(app, "pre"): render_app(app, "pre", [], settings=settings)})
+    assert "no live instance of" in through_nginx(settings, app, "no live instance")
+    assert httpx.get(settings.nginx_url, headers={"Host": f"{app}.pre.localhost"}).status_code == 503
+
+
+def test_broken_template_keeps_the_last_good_config(
+    settings: Settings, app: str, backend: int, tmp_path: Path
+) -> None:
+    nginx = NginxConfig(settings)
+    live = [Instance(app=app, env="pre", ip="127.0.0.1", port=backend)]
+    nginx.apply({file_name(app, "pre"): render_app(app, "pre", live, settings=settings)})
+    broken = tmp_path / "broken.conf.j2"
+    broken.write_text(
+        "server { listen {{ listen }}; server_name {{ server_name }}; this_is_not_nginx on; }\n"
+    )
+    before = (settings.nginx_conf_dir / file_name(app, "pre")).read_text()
+    with pytest.raises(DiscoveryError, match="nginx rejects the rendered config"):
+        nginx.apply({file_name(app, "pre"): render_app(app, "pre", live, settings=settings, template=broken)})
+    assert (settings.nginx_conf_dir / file_name(app, "pre")).read_text() == before
+    assert through_nginx(settings, app, f"instance {backend}") == f"instance {backend}"
+
+
+@pytest.mark.parametrize(("app", "env"), [("x;}", "pre"), ("shop", "pre\n}"), ("shop", "pre.localhost; }")])
+def test_names_that_try_to_inject_config_are_rejected(settings: Settings, app: str, env: str) -> None:
+    with pytest.raises(ConfigError):
+        render_app(app, env, [], settings=settings)
