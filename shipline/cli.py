@@ -286,6 +286,36 @@ def services(
         typer.echo(f"{instance.app:<24} {instance.env:<6} {instance.address:<22} {instance.key}")
 
 
+@app.command()
+@reports_errors
+def discover() -> None:
+    """The discovery daemon: render nginx from the instances in etcd, until SIGTERM or Ctrl-C."""
+    import asyncio
+    import logging
+    import signal
+
+    from shipline.discovery import Discovery, serve_status
+
+    current = settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        discovery = Discovery(current)
+        server = await serve_status(discovery, current.host, current.discover_port)
+        typer.echo(
+            f"discover: watching {current.etcd_url}, writing {current.nginx_conf_dir}, "
+            f"metrics on http://{current.host}:{current.discover_port}/metrics"
+        )
+        async with server:
+            await discovery.run(stop)
+
+    asyncio.run(main())
+
+
 RunArgument = Annotated[
     str, typer.Argument(metavar="RUN", help="Flow run id or name (as in the Prefect UI).")
 ]

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     registry_port: Port = 5000
     nginx_port: Port = 8080
     webhook_port: Port = 8090
+    discover_port: Port = 9105
     docker_socket: Path = Field(default=Path("/var/run/docker.sock"), description="Docker Engine socket.")
     docker_storage_driver: str = Field(
         default="auto", description="overlay2, vfs, or auto (overlay2 where it works)."
@@ -77,7 +78,13 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "prefect_port", "etcd_port", "etcd_peer_port", "registry_port", "nginx_port", "webhook_port"
+        "prefect_port",
+        "etcd_port",
+        "etcd_peer_port",
+        "registry_port",
+        "nginx_port",
+        "webhook_port",
+        "discover_port",
     )
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -101,6 +108,7 @@ class Settings(BaseSettings):
             "registry_port": self.registry_port,
             "nginx_port": self.nginx_port,
             "webhook_port": self.webhook_port,
+            "discover_port": self.discover_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():

@@ -1,0 +1,224 @@
+"""``shipline discover``: nginx follows the instances registered in etcd, within milliseconds.
+
+The daemon reads every instance key at one revision, renders, then watches from that revision + 1 — no
+polling. A change is rendered at once (leading edge); further changes within ``window`` seconds are
+coalesced into one more render at the end of the window, so a burst of registrations is a handful of
+reloads, not hundreds. A compacted revision, an etcd restart or any broken watch leads to a fresh read and
+a new watch. Every render goes through ``NginxConfig.apply``: checked with ``nginx -t``, reloaded only when
+something changed, the last good config kept when the check fails.
+
+Metrics (Prometheus text) and health are served on ``http://{host}:{discover_port}/metrics|/healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from aetcd.exceptions import ClientError
+
+from shipline.config import Settings
+from shipline.errors import DiscoveryError, ServiceUnavailableError
+from shipline.etcd_client import connect
+from shipline.nginx import NginxConfig, file_name, render_app
+from shipline.registry import Instance, parse_key
+
+log = logging.getLogger("shipline.discover")
+MARKER = "# Rendered by shipline discover"
+
+
+class Metrics:
+    """Counters and the change-to-reload latency, in Prometheus' text format."""
+
+    def __init__(self) -> None:
+        self.renders = 0
+        self.reloads = 0
+        self.failures = 0
+        self.resyncs = 0
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.latency_max = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_sum += seconds
+        self.latency_count += 1
+        self.latency_max = max(self.latency_max, seconds)
+
+    def text(self) -> str:
+        lines = [
+            ("shipline_discover_renders_total", "counter", self.renders),
+            ("shipline_discover_reloads_total", "counter", self.reloads),
+            ("shipline_discover_render_failures_total", "counter", self.failures),
+            ("shipline_discover_resyncs_total", "counter", self.resyncs),
+            ("shipline_discover_change_to_reload_seconds_sum", "counter", self.latency_sum),
+            ("shipline_discover_change_to_reload_seconds_count", "counter", self.latency_count),
+            ("shipline_discover_change_to_reload_seconds_max", "gauge", self.latency_max),
+        ]
+        return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
+
+
+class Discovery:
+    """Instances in etcd → nginx files, for as long as ``run`` runs.
+
+    Args:
+        settings: The stack (etcd URL, nginx locations, discover port).
+        window: Seconds within which changes after a render are coalesced into one more render.
+        template: The nginx template (default templates/nginx/app.conf.j2).
+    """
+
+    def __init__(self, settings: Settings, *, window: float = 0.1, template: Path | None = None) -> None:
+        self.settings = settings
+        self.window = window
+        self.template = template
+        self.nginx = NginxConfig(settings)
+        self.metrics = Metrics()
+        self.instances: dict[str, Instance] = {}
+        self.known: set[tuple[str, str]] = set()
+        self.watching = False
+        self._last_render = 0.0
+        self._pending: asyncio.Task[None] | None = None
+        self._oldest_change: float | None = None
+
+    # State
+    def _previously_rendered(self) -> set[tuple[str, str]]:
+        found = set()
+        for path in self.settings.nginx_conf_dir.glob("*_*.conf"):
+            try:
+                if path.read_text().startswith(MARKER):
+                    app, env = path.stem.rsplit("_", 1)
+                    found.add((app, env))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    async def _resync(self, client: object) -> int:
+        result = await client.get_prefix(b"/")  # type: ignore[attr-defined]
+        self.instances = {}
+        for kv in result:
+            key = kv.key.decode()
+            if (instance := parse_key(key)) is not None:
+                self.instances[key] = instance
+        self.known |= {(i.app, i.env) for i in self.instances.values()} | self._previously_rendered()
+        self.metrics.resyncs += 1
+        self._changed()
+        return int(result.header.revision)
+
+    def _event(self, key: str, deleted: bool) -> bool:
+        instance = parse_key(key)
+        if instance is None:
+            return False
+        if deleted:
+            self.instances.pop(key, None)
+        else:
+            self.instances[key] = instance
+            self.known.add((instance.app, instance.env))
+        return True
+
+    # Rendering
+    def render_files(self) -> dict[str, str]:
+        """The nginx file of every app and environment ever seen (503 when it has no instance now)."""
+        values = list(self.instances.values())
+        options = {"template": self.template} if self.template else {}
+        return {
+            file_name(app, env): render_app(app, env, values, settings=self.settings, **options)
+            for app, env in sorted(self.known)
+        }
+
+    def _changed(self) -> None:
+        now = time.monotonic()
+        if self._oldest_change is None:
+            self._oldest_change = now
+        if self._pending is not None and not self._pending.done():
+            return  # the render already scheduled will include this change
+        delay = max(0.0, self._last_render + self.window - now)
+        self._pending = asyncio.get_running_loop().create_task(self._render_after(delay))
+
+    async def _render_after(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        started, self._oldest_change = self._oldest_change, None
+        self._last_render = time.monotonic()
+        self.metrics.renders += 1
+        try:
+            reloaded = await asyncio.to_thread(self.nginx.apply, self.render_files())
+        except DiscoveryError as exc:
+            self.metrics.failures += 1
+            log.error("%s", exc)  # retried on the next change
+            return
+        if reloaded:
+            self.metrics.reloads += 1
+            if started is not None:
+                self.metrics.observe_latency(time.monotonic() - started)
+
+    # The loop
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch and render until ``stop`` is set; re-read and re-watch after any failure."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                async with connect(self.settings.etcd_url) as client:
+                    revision = await self._resync(client)
+                    watch = await client.watch_prefix(b"/", start_revision=revision + 1)
+                    self.watching, backoff = True, 0.2
+                    stopper = asyncio.create_task(stop.wait())
+                    try:
+                        await self._follow(watch, stopper)
+                    finally:
+                        stopper.cancel()
+                        with contextlib.suppress(ClientError, RuntimeError):
+                            await watch.cancel()
+            except (ClientError, ServiceUnavailableError, OSError) as exc:
+                log.warning("etcd watch interrupted (%s); re-reading from etcd", type(exc).__name__)
+            self.watching = False
+            if not stop.is_set():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        if self._pending is not None:
+            await asyncio.gather(self._pending, return_exceptions=True)
+
+    async def _follow(self, watch: object, stopper: asyncio.Task[bool]) -> None:
+        events = watch.__aiter__()  # type: ignore[attr-defined]
+        while True:
+            next_event = asyncio.ensure_future(events.__anext__())
+            done, _ = await asyncio.wait({next_event, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                next_event.cancel()
+                return
+            try:
+                event = next_event.result()
+            except StopAsyncIteration:
+                return
+            if self._event(event.kv.key.decode(), deleted=str(event.kind) == "DELETE"):
+                self._changed()
+
+
+async def serve_status(discovery: Discovery, host: str, port: int) -> asyncio.Server:
+    """A minimal HTTP endpoint: GET /metrics (Prometheus text), GET /healthz (200 while watching)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = (await reader.readline()).decode(errors="replace").split()
+            headers_read = False
+            while not headers_read:  # headers are not needed: read up to the blank line
+                headers_read = not (await reader.readline()).strip()
+            path = request[1] if len(request) > 1 else "/"
+            if path == "/metrics":
+                status, body = "200 OK", discovery.metrics.text()
+            elif path == "/healthz":
+                healthy = discovery.watching
+                status, body = (
+                    ("200 OK", "ok\n") if healthy else ("503 Service Unavailable", "not watching\n")
+                )
+            else:
+                status, body = "404 Not Found", "not found\n"
+            data = body.encode()
+            head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
+            writer.write(f"{head}Connection: close\r\n\r\n".encode() + data)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
