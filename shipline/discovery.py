@@ -119,8 +119,18 @@ class Discovery:
 
     # Rendering
     def render_files(self) -> dict[str, str]:
-        """The nginx file of every app and environment ever seen (503 when it has no instance now)."""
+        """The nginx file of every known app and environment (503 when it has no instance now).
+
+        An app with no live instance whose file an operator deleted is forgotten: deleting the file of an
+        app that is gone is how its server block is retired.
+        """
         values = list(self.instances.values())
+        live = {(i.app, i.env) for i in values}
+        self.known = {
+            (app, env)
+            for app, env in self.known
+            if (app, env) in live or (self.settings.nginx_conf_dir / file_name(app, env)).exists()
+        }
         options = {"template": self.template} if self.template else {}
         return {
             file_name(app, env): render_app(app, env, values, settings=self.settings, **options)

@@ -347,6 +347,38 @@ class PrefectServer(Component):
 
 
 @dataclass
+class DiscoverDaemon(Component):
+    """``shipline discover``: renders nginx from the instances registered in etcd."""
+
+    name: str = "discover"
+    binary: str = "shipline"
+    package: str = "the project virtualenv (make install)"
+    start_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.discover_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.discover_port}/metrics"
+
+    def resolve_binary(self) -> str | None:
+        return sys.executable
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.prefect_environment())
+        return env
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "shipline", "discover"]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        response = _http_ok(f"http://{self.settings.host}:{self.settings.discover_port}/healthz")
+        return response is not None and response.text == "ok\n"
+
+
+@dataclass
 class Worker(Component):
     """A Prefect process worker serving one environment's work pool."""
 
@@ -429,6 +461,7 @@ def infrastructure(settings: Settings) -> list[Component]:
         Registry(settings),
         Nginx(settings),
         PrefectServer(settings),
+        DiscoverDaemon(settings),
     ]
 
 

@@ -13,7 +13,7 @@ from tests.images import free_ports
 
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
-    prefect, etcd, peer, registry, nginx, webhook = free_ports(6)
+    prefect, etcd, peer, registry, nginx, webhook, discover = free_ports(7)
     env = {
         "SHIPLINE_HOME": str(tmp_path / "home"),
         "SHIPLINE_PREFECT_PORT": str(prefect),
@@ -22,6 +22,7 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         "SHIPLINE_REGISTRY_PORT": str(registry),
         "SHIPLINE_NGINX_PORT": str(nginx),
         "SHIPLINE_WEBHOOK_PORT": str(webhook),
+        "SHIPLINE_DISCOVER_PORT": str(discover),
         "SHIPLINE_DOCKER_SOCKET": str(tmp_path / "no-docker.sock"),
     }
     settings = Settings(**{k.removeprefix("SHIPLINE_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
@@ -59,7 +60,18 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     )
     document = json.loads(report.stdout)
     assert {name: c["state"] for name, c in document["components"].items()} == dict.fromkeys(
-        ["docker", "etcd", "registry", "nginx", "prefect", "worker-ci", "worker-pre", "worker-prod"], "down"
+        [
+            "docker",
+            "etcd",
+            "registry",
+            "nginx",
+            "prefect",
+            "discover",
+            "worker-ci",
+            "worker-pre",
+            "worker-prod",
+        ],
+        "down",
     )
     for record in records:
         assert not record.alive

@@ -7,7 +7,17 @@ import sys
 from shipline.config import Settings
 from shipline.stack.lifecycle import State, status
 
-EXPECTED = ["docker", "etcd", "registry", "nginx", "prefect", "worker-ci", "worker-pre", "worker-prod"]
+EXPECTED = [
+    "docker",
+    "etcd",
+    "registry",
+    "nginx",
+    "prefect",
+    "discover",
+    "worker-ci",
+    "worker-pre",
+    "worker-prod",
+]
 
 
 def shipline(*args: str) -> subprocess.CompletedProcess[str]:
