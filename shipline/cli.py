@@ -316,6 +316,43 @@ def discover() -> None:
     asyncio.run(main())
 
 
+@app.command()
+@reports_errors
+def registrator(
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="Only these environments (default: all).")
+    ] = None,
+    ip: Annotated[
+        str | None, typer.Option("--ip", help="Address instances are reached at (default: host).")
+    ] = None,
+    ttl: Annotated[int, typer.Option("--ttl", min=2, help="Lease TTL in seconds.")] = 10,
+) -> None:
+    """The registration daemon: this Docker host's Shipline containers in etcd, until SIGTERM or Ctrl-C."""
+    import asyncio
+    import logging
+    import signal
+
+    from shipline.registrator import Registrator
+
+    current = settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    daemon = Registrator(
+        docker_url=current.docker_url, etcd_url=current.etcd_url, ip=ip or current.host, envs=env, ttl=ttl
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        typer.echo(
+            f"registrator: {current.docker_url} -> {current.etcd_url} as {daemon.ip}, lease TTL {ttl}s"
+        )
+        await daemon.run(stop)
+
+    asyncio.run(main())
+
+
 RunArgument = Annotated[
     str, typer.Argument(metavar="RUN", help="Flow run id or name (as in the Prefect UI).")
 ]

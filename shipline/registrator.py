@@ -1,0 +1,185 @@
+"""``shipline registrator``: the instances of one Docker host in etcd, from the host, for any image.
+
+1. A container labelled ``shipline.app/env/port`` starts → once ``http://{ip}:{port}{shipline.health}``
+   answers, its key ``/{APP}_{ENV}/{IP}-{PORT}`` is put on this registrator's lease.
+2. The lease (TTL 10 s by default) is kept alive by heartbeats every TTL/3: if the host or the
+   registrator dies, its keys expire within the TTL.
+3. ``kill`` and ``stop`` delete the key at once — Docker reports them before the app stops answering, so
+   nginx stops sending it traffic while it still drains — and ``die`` does too.
+4. At start and after any etcd outage: a new lease, every healthy running instance registered again, and
+   this host's keys without a running container deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import aetcd
+import docker
+import httpx
+from aetcd.exceptions import ClientError
+
+from shipline.errors import ServiceUnavailableError
+from shipline.etcd_client import connect
+from shipline.registry import Instance, deregister, list_instances, register
+
+log = logging.getLogger("shipline.registrator")
+LABELS = ("shipline.app", "shipline.env", "shipline.port")
+
+
+def instance_of(labels: dict[str, str], ip: str) -> Instance | None:
+    """The instance a container's labels describe, or None if they describe none."""
+    if not all(label in labels for label in LABELS):
+        return None
+    try:
+        return Instance(
+            app=labels["shipline.app"], env=labels["shipline.env"], ip=ip, port=int(labels["shipline.port"])
+        )
+    except ValueError:
+        return None
+
+
+class Registrator:
+    """Keeps etcd in step with the Shipline containers of one Docker host.
+
+    Args:
+        docker_url: The host's Docker Engine.
+        etcd_url: etcd.
+        ip: The address instances are reached at (the environment's advertise IP).
+        envs: Only containers of these environments (None: all).
+        ttl: Lease TTL in seconds.
+    """
+
+    def __init__(
+        self, *, docker_url: str, etcd_url: str, ip: str, envs: Iterable[str] | None = None, ttl: int = 10
+    ) -> None:
+        self.docker_url, self.etcd_url, self.ip, self.ttl = docker_url, etcd_url, ip, ttl
+        self.envs = set(envs) if envs else None
+        self.registered: dict[str, Instance] = {}
+        self.healthy = False
+
+    def _wanted(self, instance: Instance | None) -> bool:
+        return instance is not None and (self.envs is None or instance.env in self.envs)
+
+    async def _answers(self, instance: Instance, health: str, timeout: float = 300) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while asyncio.get_running_loop().time() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://{instance.ip}:{instance.port}{health}")).status_code < 400:
+                        return True
+                await asyncio.sleep(0.1)
+        return False
+
+    def _running(self, client: docker.DockerClient) -> list[tuple[Instance, str, str]]:
+        found = []
+        for container in client.containers.list(filters={"label": "shipline.app", "status": "running"}):
+            instance = instance_of(container.labels, self.ip)
+            if instance is not None and self._wanted(instance):
+                found.append(
+                    (instance, container.labels.get("shipline.health", "/healthz"), container.id or "")
+                )
+        return found
+
+    async def _resync(self, etcd: aetcd.Client, lease: aetcd.Lease, client: docker.DockerClient) -> None:
+        running = self._running(client)
+        for instance, health, _ in running:
+            if await self._answers(instance, health, timeout=5):
+                await register(etcd, instance, lease)
+                self.registered[instance.key] = instance
+        keep = {instance.key for instance, _, _ in running}
+        for stale in await list_instances(etcd):
+            if stale.ip == self.ip and self._wanted(stale) and stale.key not in keep:
+                await deregister(etcd, stale)
+                self.registered.pop(stale.key, None)
+                log.info("removed %s: no running container", stale.key)
+
+    def _follow_events(
+        self,
+        client: docker.DockerClient,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[dict[str, Any]],
+        stop: threading.Event,
+    ) -> None:
+        filters = {"type": "container", "label": "shipline.app"}
+        events = client.events(decode=True, filters=filters)
+        for event in events:
+            if stop.is_set():
+                events.close()
+                return
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    async def _handle(self, event: dict[str, Any], etcd: aetcd.Client, lease: aetcd.Lease) -> None:
+        action = str(event.get("Action") or event.get("status") or "")
+        attributes: dict[str, str] = dict((event.get("Actor") or {}).get("Attributes", {}))
+        instance = instance_of(attributes, self.ip)
+        if not self._wanted(instance):
+            return
+        assert instance is not None
+        if action in {"kill", "stop", "die"}:
+            await deregister(etcd, instance)
+            self.registered.pop(instance.key, None)
+            log.info("deregistered %s (%s)", instance.key, action)
+        elif action == "start":
+            health = attributes.get("shipline.health", "/healthz")
+            if await self._answers(instance, health):
+                await register(etcd, instance, lease)
+                self.registered[instance.key] = instance
+                log.info("registered %s", instance.key)
+            else:
+                log.warning("%s never answered %s: not registered", instance.key, health)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Register and deregister until ``stop`` is set; start over after any etcd outage."""
+        client = docker.DockerClient(base_url=self.docker_url)
+        backoff = 0.5
+        while not stop.is_set():
+            halt = threading.Event()
+            try:
+                async with connect(self.etcd_url) as etcd:
+                    lease = await etcd.lease(ttl=self.ttl)
+                    await self._resync(etcd, lease, client)
+                    self.healthy, backoff = True, 0.5
+                    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+                    loop = asyncio.get_running_loop()
+                    threading.Thread(
+                        target=self._follow_events, args=(client, loop, queue, halt), daemon=True
+                    ).start()
+                    await self._serve(etcd, lease, queue, stop)
+            except (ClientError, ServiceUnavailableError, OSError) as exc:
+                log.warning("etcd unavailable (%s): starting over", type(exc).__name__)
+            finally:
+                halt.set()
+                self.healthy = False
+            if not stop.is_set():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _serve(
+        self,
+        etcd: aetcd.Client,
+        lease: aetcd.Lease,
+        queue: asyncio.Queue[dict[str, Any]],
+        stop: asyncio.Event,
+    ) -> None:
+        pending: set[asyncio.Task[None]] = set()
+        next_beat = asyncio.get_running_loop().time()
+        while not stop.is_set():
+            now = asyncio.get_running_loop().time()
+            if now >= next_beat:
+                await lease.refresh()
+                next_beat = now + self.ttl / 3
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=max(0.05, next_beat - now))
+            except TimeoutError:
+                continue
+            task = asyncio.create_task(self._handle(event, etcd, lease))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        for task in pending:
+            task.cancel()

@@ -1,0 +1,160 @@
+"""The registrator on the real Docker Engine and etcd: start, docker stop, kill -9, restart."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import aetcd
+import docker
+import pytest
+
+from shipline.config import Settings
+from shipline.deploy import docker_client
+from shipline.registrator import Registrator
+from shipline.registry import list_instances
+from tests.images import busybox_web_image, free_ports, serve_command
+
+
+@pytest.fixture(scope="module")
+def image(settings: Settings) -> str:
+    client = docker_client(settings.docker_url)
+    repository = f"{settings.registry_address}/apps/regtest"
+    digest = busybox_web_image(client, repository, "v1", {"healthz": "ok\n"})
+    return f"{repository}@{digest}"
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[str]:
+    name = f"rg-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = docker_client(settings.docker_url)
+    for container in client.containers.list(all=True, filters={"label": f"shipline.app={name}"}):
+        container.remove(force=True)
+
+
+@pytest.fixture
+async def etcd(settings: Settings) -> AsyncIterator[aetcd.Client]:
+    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
+        yield client
+
+
+@pytest.fixture
+async def daemon(settings: Settings, app: str) -> AsyncIterator[Registrator]:
+    registrator = Registrator(
+        docker_url=settings.docker_url, etcd_url=settings.etcd_url, ip="127.0.0.1", envs=["regtest"], ttl=3
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(registrator.run(stop))
+    while not registrator.healthy:
+        await asyncio.sleep(0.05)
+    yield registrator
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+
+
+def start(
+    client: docker.DockerClient, image: str, app: str, port: int, command: list[str] | None = None
+) -> str:
+    labels = {
+        "shipline.app": app,
+        "shipline.env": "regtest",
+        "shipline.port": str(port),
+        "shipline.health": "/healthz",
+    }
+    container = client.containers.run(
+        image,
+        command or serve_command(),
+        detach=True,
+        network_mode="host",
+        environment={"PORT": str(port)},
+        labels=labels,
+    )
+    return str(container.id)
+
+
+async def keys(etcd: aetcd.Client, app: str) -> list[int]:
+    return [i.port for i in await list_instances(etcd, app=app, env="regtest")]
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_registered_when_healthy_and_gone_before_a_stopped_container_exits(
+    settings: Settings, image: str, app: str, etcd: aetcd.Client, daemon: Registrator
+) -> None:
+    client = docker_client(settings.docker_url)
+    (port,) = free_ports(1)
+    # httpd as PID 1 ignores SIGTERM: docker stop waits out its grace period, the key must go at once.
+    container = client.containers.get(start(client, image, app, port))
+    assert await wait_for(lambda: _has(etcd, app, [port]))
+    stopping = asyncio.create_task(asyncio.to_thread(container.stop, timeout=4))
+    assert await wait_for(lambda: _has(etcd, app, []), timeout=3)
+    container.reload()
+    assert container.status == "running", "the key must go before the container exits"
+    await stopping
+
+
+async def test_kill_9_removes_the_key(
+    settings: Settings, image: str, app: str, etcd: aetcd.Client, daemon: Registrator
+) -> None:
+    client = docker_client(settings.docker_url)
+    (port,) = free_ports(1)
+    container = client.containers.get(start(client, image, app, port))
+    assert await wait_for(lambda: _has(etcd, app, [port]))
+    container.kill(signal="SIGKILL")
+    assert await wait_for(lambda: _has(etcd, app, []), timeout=daemon.ttl + 1)
+
+
+async def test_unhealthy_container_is_never_registered(
+    settings: Settings, image: str, app: str, etcd: aetcd.Client, daemon: Registrator
+) -> None:
+    client = docker_client(settings.docker_url)
+    (port,) = free_ports(1)
+    start(client, image, app, port, command=["sleep", "60"])
+    await asyncio.sleep(2)
+    assert await keys(etcd, app) == []
+
+
+async def test_restart_keeps_keys_and_removes_orphans(
+    settings: Settings, image: str, app: str, etcd: aetcd.Client
+) -> None:
+    client = docker_client(settings.docker_url)
+    ports = free_ports(2)
+    for port in ports:
+        start(client, image, app, port)
+    for _ in range(2):  # the registrator restarted while the containers run
+        registrator = Registrator(
+            docker_url=settings.docker_url,
+            etcd_url=settings.etcd_url,
+            ip="127.0.0.1",
+            envs=["regtest"],
+            ttl=3,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(registrator.run(stop))
+        assert await wait_for(lambda: _has(etcd, app, sorted(ports)))
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    # A key whose container is gone (a crash while the registrator was down) goes at the next start.
+    orphan_lease = await etcd.lease(ttl=60)
+    await etcd.put(f"/{app}_REGTEST/127.0.0.1-1".encode(), b"127.0.0.1:1", lease=orphan_lease)
+    registrator = Registrator(
+        docker_url=settings.docker_url, etcd_url=settings.etcd_url, ip="127.0.0.1", envs=["regtest"], ttl=3
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(registrator.run(stop))
+    assert await wait_for(lambda: _has(etcd, app, sorted(ports)))
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    await orphan_lease.revoke()
+
+
+async def _has(etcd: aetcd.Client, app: str, ports: list[int]) -> bool:
+    return sorted(await keys(etcd, app)) == ports
