@@ -145,6 +145,7 @@ class Registrator:
                     lease = await etcd.lease(ttl=self.ttl)
                     await self._resync(etcd, lease, client)
                     self.healthy, backoff = True, 0.5
+                    log.info("registrator ready: %d instance(s) registered", len(self.registered))
                     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
                     loop = asyncio.get_running_loop()
                     threading.Thread(

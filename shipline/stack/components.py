@@ -379,6 +379,42 @@ class DiscoverDaemon(Component):
 
 
 @dataclass
+class RegistratorDaemon(Component):
+    """``shipline registrator``: this host's Shipline containers in etcd (every environment)."""
+
+    name: str = "registrator"
+    binary: str = "shipline"
+    package: str = "the project virtualenv (make install)"
+    start_timeout: float = 30.0
+
+    @property
+    def url(self) -> str:
+        return f"{self.settings.etcd_url} (/{{APP}}_{{ENV}}/)"
+
+    def resolve_binary(self) -> str | None:
+        return sys.executable
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.prefect_environment())
+        return env
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "shipline", "registrator"]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        # It serves nothing to ask: it is up while our process runs and has logged, since its latest
+        # start, that its first resync with etcd and Docker is done.
+        if record is None or not record.alive:
+            return False
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return False
+        return "registrator ready" in text[text.rfind("--- shipline: starting registrator") :]
+
+
+@dataclass
 class Worker(Component):
     """A Prefect process worker serving one environment's work pool."""
 
@@ -462,6 +498,7 @@ def infrastructure(settings: Settings) -> list[Component]:
         Nginx(settings),
         PrefectServer(settings),
         DiscoverDaemon(settings),
+        RegistratorDaemon(settings),
     ]
 
 

@@ -67,6 +67,7 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
             "nginx",
             "prefect",
             "discover",
+            "registrator",
             "worker-ci",
             "worker-pre",
             "worker-prod",

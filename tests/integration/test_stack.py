@@ -14,6 +14,7 @@ EXPECTED = [
     "nginx",
     "prefect",
     "discover",
+    "registrator",
     "worker-ci",
     "worker-pre",
     "worker-prod",
