@@ -12,10 +12,10 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from bench import build, pipeline
+    from bench import build, pipeline, rolling
 
-    chosen = sys.argv[1:] or ["build", "pipeline"]
-    for name, module in (("build", build), ("pipeline", pipeline)):
+    chosen = sys.argv[1:] or ["build", "pipeline", "rolling"]
+    for name, module in (("build", build), ("pipeline", pipeline), ("rolling", rolling)):
         if name not in chosen:
             continue
         print(f"== {name}")

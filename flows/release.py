@@ -12,7 +12,13 @@ from shipline.release_plan import ReleaseRequest
 from shipline.releases import Release, ReleaseStatus
 from tasks.autotest import run_release_tests
 from tasks.compose import render_compose_file
-from tasks.deploy import remove_release_instances, retire_instances, start_instances, wait_for_health
+from tasks.deploy import (
+    remove_release_instances,
+    retire_instances,
+    start_instances,
+    wait_for_health,
+    wait_for_registration,
+)
 from tasks.notify import send_release_notice
 from tasks.ports import allocate_instance_ports
 from tasks.releases import close_release, ensure_deploy_limit, open_release
@@ -25,8 +31,8 @@ def release(request: ReleaseRequest) -> Release:
     1. approval, when the environment's block requires it (answer in this run's form, or `shipline approve`);
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`);
     3. ports reserved, docker-compose.yml rendered (artifact), new instances started beside the old ones;
-    4. health and auto-tests against the new instances (artifact);
-    5. old instances retired, release live, channels notified.
+    4. health and auto-tests against the new instances (artifact), then their registration in etcd;
+    5. old instances retired (each leaves etcd, and so nginx, before it stops), release live, notified.
     A failure in 3-4 removes the new instances and records the release as rolled back: whatever was live
     before keeps serving, untouched.
     """
@@ -52,6 +58,7 @@ def release(request: ReleaseRequest) -> Release:
             wait_for_health(deployment, environment, request.service.health_timeout_seconds)
             base_url = f"http://{environment.advertise_ip}:{ports[0]}"
             run_release_tests(request.app, request.env, base_url, request.auto_tests)
+            wait_for_registration(deployment, environment)
         except Exception as failure:
             remove_release_instances(request.app, request.env, opened.number, environment)
             close_release(opened, ReleaseStatus.ROLLED_BACK)

@@ -33,6 +33,8 @@ def main() -> int:
         for env in report.summary.releases:
             for instance in running_instances(client, app=report.summary.app, env=env):
                 print(f"  {env:<5} release {instance.release}  http://127.0.0.1:{instance.port}/version")
+            host = f"{report.summary.app}.{env}.localhost"
+            print(f"  {env:<5} through nginx: curl -H 'Host: {host}' {settings.nginx_url}/version")
     else:
         print(f"  {report.message}")
 

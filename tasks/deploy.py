@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prefect import get_run_logger, task
 
 from blocks.environment import ShiplineEnvironment
 from shipline.compose import ComposeDeployment
+from shipline.config import load_settings
 from shipline.deploy import compose_up, docker_client, running_instances, stop_instances, wait_healthy
+from shipline.etcd_client import connect
+from shipline.registry import list_instances
 from shipline.retries import retry_if_transient
 from tasks.compose import release_dir
 
@@ -58,3 +64,34 @@ def remove_release_instances(app: str, env: str, release: int, environment: Ship
         "removed the instances of failed release %s: %s", release, ", ".join(i.name for i in doomed) or "none"
     )
     return [i.name for i in doomed]
+
+
+@task
+def wait_for_registration(
+    deployment: ComposeDeployment, environment: ShiplineEnvironment, timeout_seconds: float = 30
+) -> bool:
+    """Wait until the registrator has put every new instance in etcd, so nginx routes to them.
+
+    Returns False (with a warning) if no registrator registered them in time: the release goes on, but
+    traffic through nginx does not reach it until one does.
+    """
+    wanted = {f"{environment.advertise_ip}:{i.port}" for i in deployment.instances}
+
+    async def registered() -> bool:
+        async with connect(load_settings().etcd_url) as client:
+            found = {i.address for i in await list_instances(client, app=deployment.app, env=deployment.env)}
+        return wanted <= found
+
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if asyncio.run(registered()):
+            get_run_logger().info("registered in etcd: %s", ", ".join(sorted(wanted)))
+            return True
+        time.sleep(0.2)
+    get_run_logger().warning(
+        "no registrator registered %s within %ss: is `shipline registrator` running on %s?",
+        ", ".join(sorted(wanted)),
+        timeout_seconds,
+        environment.docker_host,
+    )
+    return False
