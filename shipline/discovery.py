@@ -81,6 +81,7 @@ class Discovery:
         self._last_render = 0.0
         self._pending: asyncio.Task[None] | None = None
         self._oldest_change: float | None = None
+        self._dirty = False
 
     # State
     def _previously_rendered(self) -> set[tuple[str, str]]:
@@ -141,27 +142,32 @@ class Discovery:
         now = time.monotonic()
         if self._oldest_change is None:
             self._oldest_change = now
+        self._dirty = True
         if self._pending is not None and not self._pending.done():
-            return  # the render already scheduled will include this change
+            return  # the render task sees the flag, even for a change made while it renders
         delay = max(0.0, self._last_render + self.window - now)
         self._pending = asyncio.get_running_loop().create_task(self._render_after(delay))
 
     async def _render_after(self, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
-        started, self._oldest_change = self._oldest_change, None
-        self._last_render = time.monotonic()
-        self.metrics.renders += 1
-        try:
-            reloaded = await asyncio.to_thread(self.nginx.apply, self.render_files())
-        except DiscoveryError as exc:
-            self.metrics.failures += 1
-            log.error("%s", exc)  # retried on the next change
-            return
-        if reloaded:
-            self.metrics.reloads += 1
-            if started is not None:
-                self.metrics.observe_latency(time.monotonic() - started)
+        while self._dirty:
+            self._dirty = False
+            started, self._oldest_change = self._oldest_change, None
+            self._last_render = time.monotonic()
+            self.metrics.renders += 1
+            try:
+                reloaded = await asyncio.to_thread(self.nginx.apply, self.render_files())
+            except DiscoveryError as exc:
+                self.metrics.failures += 1
+                log.error("%s", exc)  # retried on the next change
+                reloaded = False
+            if reloaded:
+                self.metrics.reloads += 1
+                if started is not None:
+                    self.metrics.observe_latency(time.monotonic() - started)
+            if self._dirty:  # changes arrived during this render: one more, at the end of the window
+                await asyncio.sleep(max(0.0, self._last_render + self.window - time.monotonic()))
 
     # The loop
     async def run(self, stop: asyncio.Event) -> None:
