@@ -66,9 +66,11 @@ def test_etcd_key_on_a_lease_expires(settings: Settings) -> None:
 
 
 def test_nginx_serves_a_rendered_server_block_after_reload(settings: Settings, tmp_path: Path) -> None:
-    conf = settings.nginx_conf_dir / "stacktest_pre.conf"
-    host = "stacktest.pre.localhost"
-    marker = f"stacktest {time.time()}"
+    # No underscore: {app}_{env}.conf files belong to the discover daemon, which rewrites them (the etcd
+    # test above puts a stacktest_PRE key whose expiry discover renders as a 503 file).
+    conf = settings.nginx_conf_dir / "componenttest.conf"
+    host = "componenttest.localhost"
+    marker = f"componenttest {time.time()}"
     conf.write_text(
         f"server {{ listen {settings.host}:{settings.nginx_port}; server_name {host};"
         f' location / {{ return 200 "{marker}"; }} }}\n'
