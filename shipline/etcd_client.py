@@ -11,6 +11,16 @@ from aetcd.exceptions import ConnectionFailedError, ConnectionTimeoutError
 
 from shipline.errors import ServiceUnavailableError
 
+CHANNEL_OPTIONS = {
+    # gRPC shares connections process-wide by default, so a new client to an etcd that was down inherits
+    # the old connection's reconnect backoff (up to 120 s) and fails at once even after etcd is back.
+    # Each client gets its own connection, and retries come at most a second apart.
+    "grpc.use_local_subchannel_pool": 1,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.min_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 1000,
+}
+
 
 @asynccontextmanager
 async def connect(url: str, *, timeout: float = 5.0) -> AsyncIterator[aetcd.Client]:
@@ -20,7 +30,9 @@ async def connect(url: str, *, timeout: float = 5.0) -> AsyncIterator[aetcd.Clie
         ServiceUnavailableError: if etcd does not answer.
     """
     parts = urlsplit(url)
-    client = aetcd.Client(host=parts.hostname or "127.0.0.1", port=parts.port or 2379, timeout=timeout)
+    client = aetcd.Client(
+        host=parts.hostname or "127.0.0.1", port=parts.port or 2379, timeout=timeout, options=CHANNEL_OPTIONS
+    )
     try:
         async with client:
             yield client

@@ -115,6 +115,13 @@ class Registrator:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
     async def _handle(self, event: dict[str, Any], etcd: aetcd.Client, lease: aetcd.Lease) -> None:
+        try:
+            await self._apply(event, etcd, lease)
+        except (ClientError, ServiceUnavailableError) as exc:
+            # etcd went away: the loop reconnects and resyncs, which redoes this event's work.
+            log.warning("etcd unavailable while handling a container event (%s): left to the resync", exc)
+
+    async def _apply(self, event: dict[str, Any], etcd: aetcd.Client, lease: aetcd.Lease) -> None:
         action = str(event.get("Action") or event.get("status") or "")
         attributes: dict[str, str] = dict((event.get("Actor") or {}).get("Attributes", {}))
         instance = instance_of(attributes, self.ip)

@@ -1,0 +1,147 @@
+"""etcd stopped for 10 s and started again, under a registrator and a discover daemon that keep running.
+
+A private etcd and nginx (own home, free ports), so that the outage touches no other test; the Docker
+Engine is the stack's.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from shipline.config import Settings
+from shipline.deploy import docker_client
+from shipline.discovery import Discovery
+from shipline.etcd_client import connect
+from shipline.nginx import file_name
+from shipline.registrator import Registrator
+from shipline.registry import list_instances
+from shipline.stack.lifecycle import down, up
+from shipline.stack.processes import ProcessTable
+from tests.images import busybox_web_image, free_ports, serve_command
+
+ENV = "outage"
+OUTAGE_SECONDS = 10
+
+
+@pytest.fixture
+def private(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    etcd, peer, nginx = free_ports(3)
+    home = tmp_path_factory.mktemp("outage") / "home"
+    stack = Settings(
+        home=home, etcd_port=etcd, etcd_peer_port=peer, nginx_port=nginx, docker_socket=settings.docker_socket
+    )
+    up(stack, only={"etcd", "nginx"}, report=lambda _: None)
+    yield stack
+    down(stack, report=lambda _: None)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[str]:
+    name = f"out-{uuid.uuid4().hex[:8]}"
+    yield name
+    for container in docker_client(settings.docker_url).containers.list(
+        all=True, filters={"label": f"shipline.app={name}"}
+    ):
+        container.remove(force=True)
+
+
+@pytest.fixture
+async def daemons(settings: Settings, private: Settings) -> AsyncIterator[tuple[Registrator, Discovery]]:
+    registrator = Registrator(
+        docker_url=settings.docker_url, etcd_url=private.etcd_url, ip="127.0.0.1", envs=[ENV], ttl=3
+    )
+    discovery = Discovery(private)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(registrator.run(stop)), asyncio.create_task(discovery.run(stop))]
+    deadline = time.monotonic() + 30
+    while not (registrator.healthy and discovery.watching) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert registrator.healthy and discovery.watching, "the daemons never connected to the private etcd"
+    yield registrator, discovery
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
+
+
+def start(settings: Settings, image: str, app: str, port: int) -> None:
+    docker_client(settings.docker_url).containers.run(
+        image,
+        serve_command(),
+        detach=True,
+        network_mode="host",
+        environment={"PORT": str(port)},
+        labels={
+            "shipline.app": app,
+            "shipline.env": ENV,
+            "shipline.port": str(port),
+            "shipline.health": "/healthz",
+        },
+    )
+
+
+async def keys(stack: Settings, app: str) -> list[str]:
+    async with connect(stack.etcd_url) as etcd:
+        return sorted(f"{i.key}={i.address}" for i in await list_instances(etcd, app=app, env=ENV))
+
+
+async def eventually(check: object, expected: object, timeout: float) -> object:
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        seen = await check()  # type: ignore[operator]
+        if seen == expected:
+            break
+        await asyncio.sleep(0.2)
+    return seen
+
+
+async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
+    settings: Settings, private: Settings, app: str, daemons: tuple[Registrator, Discovery]
+) -> None:
+    registrator, discovery = daemons
+    repository = f"{settings.registry_address}/apps/outagetest"
+    files = {"healthz": "ok\n", "index.html": "up\n"}
+    image = f"{repository}@{busybox_web_image(docker_client(settings.docker_url), repository, 'v1', files)}"
+    before, during = free_ports(2)
+    conf = private.nginx_conf_dir / file_name(app, ENV)
+
+    async def upstreams() -> list[str]:
+        text = conf.read_text() if conf.exists() else ""
+        return sorted(line.split()[1] for line in text.splitlines() if line.strip().startswith("server 127."))
+
+    async def served() -> int:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return (
+                await client.get(private.nginx_url, headers={"Host": f"{app}.{ENV}.localhost"})
+            ).status_code
+
+    start(settings, image, app, before)
+    assert await eventually(
+        lambda: keys(private, app), [f"/{app}_OUTAGE/127.0.0.1-{before}=127.0.0.1:{before}"], 15
+    )
+    assert await eventually(upstreams, [f"127.0.0.1:{before}"], 10) == [f"127.0.0.1:{before}"]
+
+    assert ProcessTable(private.run_dir).stop("etcd"), "the private etcd did not stop"
+    start(settings, image, app, during)  # a container that starts while etcd is away
+    await asyncio.sleep(OUTAGE_SECONDS)
+    assert await served() == 200, "nginx keeps serving the last good config while etcd is down"
+    assert await upstreams() == [f"127.0.0.1:{before}"]
+    up(private, only={"etcd"}, report=lambda _: None)
+
+    # Both are in etcd once each, and nginx routes to both: the registrator re-registered on a new lease and
+    # discover re-read the prefix and watches again.
+    both = sorted(f"/{app}_OUTAGE/127.0.0.1-{p}=127.0.0.1:{p}" for p in (before, during))
+    assert await eventually(lambda: keys(private, app), both, 20) == both
+    expected = sorted(f"127.0.0.1:{p}" for p in (before, during))
+    assert await eventually(upstreams, expected, 10) == expected
+    assert registrator.healthy and discovery.watching
+    assert discovery.metrics.resyncs >= 2
+    # The watch is live again: a stop after the outage leaves etcd and nginx at once.
+    (container,) = docker_client(settings.docker_url).containers.list(
+        filters={"label": [f"shipline.app={app}", f"shipline.port={before}"]}
+    )
+    await asyncio.to_thread(container.stop, timeout=2)
+    assert await eventually(upstreams, [f"127.0.0.1:{during}"], 5) == [f"127.0.0.1:{during}"]
+    assert await served() == 200
