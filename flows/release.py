@@ -21,7 +21,11 @@ from tasks.deploy import (
 )
 from tasks.notify import send_release_notice
 from tasks.ports import allocate_instance_ports
-from tasks.releases import close_release, ensure_deploy_limit, open_release
+from tasks.releases import close_release, ensure_deploy_limit, fail_abandoned_releases, open_release
+
+DEPLOY_LOCK_LEASE_SECONDS = 60
+"""The deploy lock's lease, renewed while the deploy runs: a deploy killed with its worker frees the lock
+within this plus the Prefect server's repossessor interval (15 s). Prefect's minimum is 60."""
 
 
 @flow(name="release")
@@ -29,9 +33,11 @@ def release(request: ReleaseRequest) -> Release:
     """Deploy an app's image digest to an environment and make it live, or leave the previous release serving.
 
     1. approval, when the environment's block requires it (answer in this run's form, or `shipline approve`);
-    2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`);
+    2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
+       release left `deploying` by a deploy that died (a killed worker) is failed and its instances removed;
     3. ports reserved, docker-compose.yml rendered (artifact), new instances started beside the old ones;
-    4. health and auto-tests against the new instances (artifact), then their registration in etcd;
+    4. health and auto-tests against the new instances (artifact); the registrator puts each healthy one in
+       etcd, and so behind nginx, and the flow waits for that;
     5. old instances retired (each leaves etcd, and so nginx, before it stops), release live, notified.
     A failure in 3-4 removes the new instances and records the release as rolled back: whatever was live
     before keeps serving, untouched.
@@ -49,7 +55,9 @@ def release(request: ReleaseRequest) -> Release:
                 f"{request.app} to {request.env} not approved: {decision.comment or 'rejected'}"
             )
     replicas = request.service.replicas or environment.replicas
-    with concurrency(ensure_deploy_limit(request.app, request.env), occupy=1, strict=True):
+    lock = ensure_deploy_limit(request.app, request.env)
+    with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):
+        fail_abandoned_releases(request.app, request.env, environment)
         opened = open_release(request)
         try:
             ports = allocate_instance_ports(request.app, request.env, replicas, environment)

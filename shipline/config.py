@@ -30,6 +30,10 @@ def _pool_names() -> tuple[str, ...]:
 
 
 POOLS: tuple[str, ...] = _pool_names()
+HEARTBEAT_SECONDS = 30
+"""How often a flow run tells the Prefect server it is alive (Prefect's minimum)."""
+UNRESPONSIVE_AFTER_SECONDS = 90
+"""A running flow run silent for this long (its worker or host died) is marked Crashed."""
 """Environments, each a Prefect work pool with its own worker (deployments/work-pools.yaml)."""
 
 Port = int
@@ -173,6 +177,8 @@ class Settings(BaseSettings):
             "PREFECT_WORKER_QUERY_SECONDS": str(self.worker_query_seconds),
             # Pipeline steps persist their results so that a run retried from the UI skips finished steps.
             "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+            # Runs prove they are alive; the automation `provision` applies crashes a run that stops.
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_home / "storage"),
             "SHIPLINE_PROJECT_DIR": str(PROJECT_ROOT),
             "SHIPLINE_HOME": str(self.home),

@@ -11,7 +11,9 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
+from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
+from shipline.deploy import docker_client, running_instances, stop_instances
 from shipline.etcd_client import connect
 from shipline.release_plan import ReleaseRequest
 from shipline.releases import Release, ReleaseStatus, list_releases, record_release, set_status
@@ -33,6 +35,43 @@ def ensure_deploy_limit(app: str, env: str) -> str:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
             get_run_logger().info("created concurrency limit %s", name)
     return name
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment) -> list[int]:
+    """Fail every release still ``deploying``: with the deploy lock held, the process deploying it is gone.
+
+    A worker killed mid-deploy leaves its release ``deploying`` and its new instances, never verified,
+    possibly running. They are removed (each leaves etcd, and so nginx, before it stops) and the release is
+    recorded as failed; whatever was live keeps serving. Returns the numbers of the releases failed.
+    """
+
+    async def abandoned() -> list[Release]:
+        async with connect(load_settings().etcd_url) as client:
+            return [r for r in await list_releases(client, app, env) if r.status is ReleaseStatus.DEPLOYING]
+
+    async def fail(releases: list[Release]) -> None:
+        async with connect(load_settings().etcd_url) as client:
+            for release in releases:
+                await set_status(client, release, ReleaseStatus.FAILED)
+
+    releases = asyncio.run(abandoned())
+    if releases:
+        numbers = {r.number for r in releases}
+        client = docker_client(environment.docker_host)
+        doomed = [i for i in running_instances(client, app=app, env=env) if i.release in numbers]
+        stop_instances(client, doomed, grace_seconds=2)
+        asyncio.run(fail(releases))
+        get_run_logger().warning(
+            "release(s) %s of %s in %s were left deploying by a deploy that died (flow run(s) %s): "
+            "removed %s and recorded them as failed",
+            ", ".join(str(n) for n in sorted(numbers)),
+            app,
+            env,
+            ", ".join(r.flow_run_id or "?" for r in releases),
+            ", ".join(i.name for i in doomed) or "no instance",
+        )
+    return sorted(r.number for r in releases)
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)

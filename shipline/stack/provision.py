@@ -19,7 +19,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shipline.config import DEPLOYMENTS_DIR, PROJECT_ROOT, Settings
+from shipline.config import DEPLOYMENTS_DIR, PROJECT_ROOT, UNRESPONSIVE_AFTER_SECONDS, Settings
 from shipline.errors import ConfigError, ServiceUnavailableError
 
 Report = Callable[[str], None]
@@ -126,7 +126,8 @@ def flow_name(spec: DeploymentSpec) -> str:
 def fingerprint() -> str:
     """Changes whenever what provisioning applies changes."""
     digest = hashlib.sha256(str(PROJECT_ROOT).encode())
-    for path in (PREFECT_YAML, WORK_POOLS_YAML, *sorted((PROJECT_ROOT / "blocks").glob("*.py"))):
+    files = (Path(__file__), PREFECT_YAML, WORK_POOLS_YAML, *sorted((PROJECT_ROOT / "blocks").glob("*.py")))
+    for path in files:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -182,6 +183,7 @@ def provision(settings: Settings, report: Report = print) -> bool:
         _apply_work_pools(pools, report)
         _apply_blocks(settings, report)
         _apply_deployments(specs, report)
+        _apply_automations(report)
     except (httpx.HTTPError, RuntimeError) as exc:
         raise ServiceUnavailableError(
             f"prefect: provisioning at {settings.prefect_api_url} failed: {exc}",
@@ -228,6 +230,53 @@ def _apply_blocks(settings: Settings, report: Report) -> None:
         except (ValueError, ObjectNotFound):
             document.save(name)
             report(f"  prefect      saved block {document._block_type_slug}/{name}")
+
+
+CRASH_UNRESPONSIVE_RUNS = "shipline-crash-unresponsive-runs"
+
+
+def _apply_automations(report: Report) -> None:
+    """Prefect's zombie-run automation: a run whose heartbeats stop (a killed worker) becomes Crashed.
+
+    Without it a flow run whose process died stays Running in the UI for ever (PrefectHQ/prefect#16746).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    automation = AutomationCore(
+        name=CRASH_UNRESPONSIVE_RUNS,
+        description=f"Marks a running flow run Crashed when it sends no heartbeat for "
+        f"{UNRESPONSIVE_AFTER_SECONDS} s: its worker or host died.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=UNRESPONSIVE_AFTER_SECONDS),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {UNRESPONSIVE_AFTER_SECONDS} s: the worker or its host died",
+            )
+        ],
+    )
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(CRASH_UNRESPONSIVE_RUNS):
+            return
+        client.create_automation(automation)
+    report(f"  prefect      created automation {CRASH_UNRESPONSIVE_RUNS}")
 
 
 def _apply_deployments(specs: list[DeploymentSpec], report: Report) -> None:

@@ -1,24 +1,33 @@
 """Release flow faults: concurrent releases, an instance that never gets healthy, the approval gate."""
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+from uuid import UUID
 
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.deployments import run_deployment
 
 from blocks.environment import ShiplineEnvironment
-from shipline.config import Settings
+from shipline.config import HEARTBEAT_SECONDS, UNRESPONSIVE_AFTER_SECONDS, Settings
 from shipline.deploy import docker_client, running_instances, stop_instances
 from shipline.deployment_runs import run_deployment_and_wait
 from shipline.release_plan import ReleaseRequest, ServiceSettings
 from shipline.releases import ReleaseStatus
+from shipline.stack.lifecycle import up
+from shipline.stack.processes import ProcessTable
 from tests.e2e.test_release_flow import deliver, releases, request
 
 
@@ -134,3 +143,65 @@ def test_release_waits_for_approval(settings: Settings, app: str, gated_env: str
     else:
         assert state.is_failed() and "not approved: from the test" in str(state.message)
         assert instances == []
+
+
+def _kill_worker_and_its_run(settings: Settings, flow_run_id: str) -> None:
+    """SIGKILL the pre worker's process group and the flow run's process: the worker's host died."""
+    record = ProcessTable(settings.run_dir).running("worker-pre")
+    assert record is not None, "the stack's pre worker is not running"
+    os.killpg(record.pid, signal.SIGKILL)
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+
+
+def _state_of(flow_run_id: str) -> StateType | None:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+    return state.type if state else None
+
+
+def test_worker_killed_mid_deploy_leaves_the_live_release_serving(settings: Settings, app: str) -> None:
+    good = deliver(request(settings, app, "v1", expect="v1"))
+    assert good.state is not None and good.state.is_completed()
+    stuck = request(settings, app, "v2", expect="v2")
+    stuck = stuck.model_copy(
+        update={"service": ServiceSettings(command=["sleep", "600"], health_timeout_seconds=600)}
+    )
+    started = cast(
+        FlowRun,
+        run_deployment("release/pre", parameters={"request": stuck.model_dump(mode="json")}, timeout=0),
+    )
+    client = docker_client(settings.docker_url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+        i.release == 2 for i in running_instances(client, app=app, env="pre")
+    ):
+        time.sleep(0.2)
+    assert any(i.release == 2 for i in running_instances(client, app=app, env="pre")), (
+        "release 2 never started"
+    )
+
+    _kill_worker_and_its_run(settings, str(started.id))
+    up(settings, only={"worker-pre"}, report=lambda _: None)
+    live = next(i for i in running_instances(client, app=app, env="pre") if i.release == 1)
+    assert httpx.get(f"http://127.0.0.1:{live.port}/version.txt").text == "v1\n"
+
+    # Prefect marks the silent run Crashed (Shipline's unresponsive-run automation) ...
+    deadline = time.monotonic() + UNRESPONSIVE_AFTER_SECONDS + 3 * HEARTBEAT_SECONDS
+    while time.monotonic() < deadline and _state_of(str(started.id)) is not StateType.CRASHED:
+        time.sleep(2)
+    assert _state_of(str(started.id)) is StateType.CRASHED
+    # ... the dead deploy's lock lease expires, and the next release fails the abandoned one and goes live.
+    fixed = deliver(request(settings, app, "v3", expect="v3"))
+    assert fixed.state is not None and fixed.state.is_completed(), fixed.state
+    assert [r.status for r in releases(settings, app)] == [
+        ReleaseStatus.SUPERSEDED,
+        ReleaseStatus.FAILED,
+        ReleaseStatus.LIVE,
+    ]
+    (instance,) = running_instances(client, app=app, env="pre")
+    assert instance.release == 3
+    assert httpx.get(f"http://127.0.0.1:{instance.port}/version.txt").text == "v3\n"
