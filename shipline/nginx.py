@@ -1,16 +1,19 @@
 """nginx server blocks rendered from registered instances, applied without ever breaking nginx.
 
-One file per app and environment, ``{conf_dir}/{app}_{env}.conf``. Applying a set of files: each changed
-file is swapped in atomically (temp file + rename) with its old content kept in memory; ``nginx -t``
-checks the whole configuration; on success nginx reloads (SIGHUP to its master), on failure every file
-is put back as it was, so the last good configuration keeps serving and the failure is reported.
+One file per app and environment, ``{conf_dir}/{app}_{env}.conf``. Applying a set of files: the changed
+ones are checked first in a staging copy of the conf dir, with ``nginx -t`` on the whole configuration;
+only then is each swapped in atomically (temp file + rename) and nginx reloaded (SIGHUP to its master).
+A rejected set never reaches the live conf dir — an nginx master still reloading from an earlier change
+could otherwise read it — so the last good configuration keeps serving and the failure is reported.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,8 +75,26 @@ class NginxConfig:
         self.conf_dir = settings.nginx_conf_dir
         self.reloads = 0
 
-    def _check(self) -> str | None:
+    def _check(self, changed: dict[str, str]) -> str | None:
+        """``nginx -t`` of the whole configuration with ``changed`` in place; the problem, or None."""
         main = self.settings.nginx_dir / "nginx.conf"
+        include = f"include {self.conf_dir}/*.conf;"
+        text = main.read_text()
+        if include not in text:
+            return f"{main} does not contain '{include}': re-render it with shipline up"
+        with tempfile.TemporaryDirectory(dir=self.settings.nginx_dir, prefix=".staging-") as scratch:
+            staging = Path(scratch)
+            for path in self.conf_dir.glob("*.conf"):
+                if path.name not in changed:
+                    shutil.copyfile(path, staging / path.name)
+            for name, content in changed.items():
+                (staging / name).write_text(content)
+            staged_main = staging / "nginx.main"  # not *.conf: the include below must not take it in
+            staged_main.write_text(text.replace(include, f"include {staging}/*.conf;"))
+            problem = self._nginx_test(staged_main)
+            return None if problem is None else problem.replace(str(staging), str(self.conf_dir))
+
+    def _nginx_test(self, main: Path) -> str | None:
         done = subprocess.run(
             [
                 "nginx",
@@ -110,30 +131,24 @@ class NginxConfig:
             True if nginx was reloaded, False if nothing changed.
 
         Raises:
-            DiscoveryError: if ``nginx -t`` rejects the new files (they are rolled back first).
+            DiscoveryError: if ``nginx -t`` rejects the new files (which then never reach the conf dir).
         """
         self.conf_dir.mkdir(parents=True, exist_ok=True)
-        previous: dict[Path, str | None] = {}
-        for name, text in files.items():
-            path = self.conf_dir / name
-            old = path.read_text() if path.exists() else None
-            if old == text:
-                continue
-            previous[path] = old
-            _write_atomic(path, text)
-        if not previous:
+        changed = {
+            name: text
+            for name, text in files.items()
+            if not (self.conf_dir / name).exists() or (self.conf_dir / name).read_text() != text
+        }
+        if not changed:
             return False
-        problem = self._check()
+        problem = self._check(changed)
         if problem is not None:
-            for path, old in previous.items():
-                if old is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    _write_atomic(path, old)
             raise DiscoveryError(
                 f"nginx rejects the rendered config; the last good one keeps serving: {problem}",
                 hint="check the nginx template (SHIPLINE_NGINX_TEMPLATE)",
             )
+        for name, text in changed.items():
+            _write_atomic(self.conf_dir / name, text)
         self._reload()
         return True
 

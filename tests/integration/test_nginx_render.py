@@ -43,27 +43,28 @@ def app(settings: Settings) -> Iterator[str]:
     (settings.nginx_conf_dir / file_name(name, "pre")).unlink(missing_ok=True)
 
 
-def through_nginx(settings: Settings, app: str, expect: str, timeout: float = 5) -> str:
-    deadline, body = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        body = httpx.get(settings.nginx_url, headers={"Host": f"{app}.pre.localhost"}).text
-        if expect in body:
-            return body
+def through_nginx(settings: Settings, app: str, expect: str, timeout: float = 5) -> httpx.Response:
+    """The first response whose body holds ``expect`` (or the last one): after a reload, nginx's old
+    workers may still answer a while with the old config, so status and body come from one response."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(settings.nginx_url, headers={"Host": f"{app}.pre.localhost"})
+        if expect in response.text or time.monotonic() > deadline:
+            return response
         time.sleep(0.05)
-    return body
 
 
 def test_instances_are_served_then_503_when_none_is_live(settings: Settings, app: str, backend: int) -> None:
     nginx = NginxConfig(settings)
     live = [Instance(app=app, env="pre", ip="127.0.0.1", port=backend)]
     assert nginx.apply({file_name(app, "pre"): render_app(app, "pre", live, settings=settings)})
-    assert through_nginx(settings, app, f"instance {backend}") == f"instance {backend}"
+    assert through_nginx(settings, app, f"instance {backend}").text == f"instance {backend}"
     assert not nginx.apply(
         {file_name(app, "pre"): render_app(app, "pre", live, settings=settings)}
     )  # no reload
     assert nginx.apply({file_name(app, "pre"): render_app(app, "pre", [], settings=settings)})
-    assert "no live instance of" in through_nginx(settings, app, "no live instance")
-    assert httpx.get(settings.nginx_url, headers={"Host": f"{app}.pre.localhost"}).status_code == 503
+    gone = through_nginx(settings, app, "no live instance")
+    assert (gone.status_code, gone.text) == (503, f"no live instance of {app} in pre\n")
 
 
 def test_broken_template_keeps_the_last_good_config(
@@ -76,11 +77,30 @@ def test_broken_template_keeps_the_last_good_config(
     broken.write_text(
         "server { listen {{ listen }}; server_name {{ server_name }}; this_is_not_nginx on; }\n"
     )
-    before = (settings.nginx_conf_dir / file_name(app, "pre")).read_text()
-    with pytest.raises(DiscoveryError, match="nginx rejects the rendered config"):
-        nginx.apply({file_name(app, "pre"): render_app(app, "pre", live, settings=settings, template=broken)})
-    assert (settings.nginx_conf_dir / file_name(app, "pre")).read_text() == before
-    assert through_nginx(settings, app, f"instance {backend}") == f"instance {backend}"
+    live_file = settings.nginx_conf_dir / file_name(app, "pre")
+    before = live_file.read_text()
+    # An nginx master still reloading from the apply above reads the conf dir: the rejected file must
+    # never be there, not even while nginx -t runs.
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.add(live_file.read_text())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with pytest.raises(DiscoveryError, match=f"this_is_not_nginx.* in {settings.nginx_conf_dir}/"):
+            nginx.apply(
+                {file_name(app, "pre"): render_app(app, "pre", live, settings=settings, template=broken)}
+            )
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == {before}
+    assert live_file.read_text() == before
+    assert through_nginx(settings, app, f"instance {backend}").text == f"instance {backend}"
 
 
 @pytest.mark.parametrize(("app", "env"), [("x;}", "pre"), ("shop", "pre\n}"), ("shop", "pre.localhost; }")])
