@@ -12,10 +12,11 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from bench import build, pipeline, rolling
+    from bench import build, discovery, pipeline, rolling
 
-    chosen = sys.argv[1:] or ["build", "pipeline", "rolling"]
-    for name, module in (("build", build), ("pipeline", pipeline), ("rolling", rolling)):
+    chosen = sys.argv[1:] or ["build", "pipeline", "rolling", "discovery"]
+    benches = (("build", build), ("pipeline", pipeline), ("rolling", rolling), ("discovery", discovery))
+    for name, module in benches:
         if name not in chosen:
             continue
         print(f"== {name}")

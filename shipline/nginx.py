@@ -9,6 +9,7 @@ could otherwise read it — so the last good configuration keeps serving and the
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -28,6 +29,12 @@ DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "nginx" / "app.conf.j2"
 
 
 def _template(path: Path) -> jinja2.Template:
+    """The compiled template, compiled again only when its file changes (discover renders per change)."""
+    return _compiled(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(path: Path, mtime_ns: int) -> jinja2.Template:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(path.parent),
         undefined=jinja2.StrictUndefined,
