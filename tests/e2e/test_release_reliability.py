@@ -150,6 +150,10 @@ def _kill_worker_and_its_run(settings: Settings, flow_run_id: str) -> None:
     record = ProcessTable(settings.run_dir).running("worker-pre")
     assert record is not None, "the stack's pre worker is not running"
     os.killpg(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while record.alive and time.monotonic() < deadline:  # a kill is delivered asynchronously
+        time.sleep(0.05)
+    assert not record.alive, f"the pre worker (pid {record.pid}) outlived SIGKILL"
     marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
     for environ in Path("/proc").glob("[0-9]*/environ"):
         with contextlib.suppress(OSError):
