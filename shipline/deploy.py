@@ -158,6 +158,19 @@ def running_instances(client: docker.DockerClient, *, app: str, env: str) -> lis
     return sorted(instances, key=lambda i: (i.release, i.port))
 
 
+def remove_releases(
+    client: docker.DockerClient, *, app: str, env: str, releases: set[int], grace_seconds: int = 2
+) -> list[RunningInstance]:
+    """Stop and remove the instances of ``releases`` (failed or abandoned ones); return them.
+
+    Raises:
+        DeployError: if the engine refuses to stop or remove a container.
+    """
+    doomed = [i for i in running_instances(client, app=app, env=env) if i.release in releases]
+    stop_instances(client, doomed, grace_seconds=grace_seconds)
+    return doomed
+
+
 def stop_instances(
     client: docker.DockerClient, instances: list[RunningInstance], *, grace_seconds: int
 ) -> None:

@@ -10,7 +10,14 @@ from prefect import get_run_logger, task
 from blocks.environment import ShiplineEnvironment
 from shipline.compose import ComposeDeployment
 from shipline.config import load_settings
-from shipline.deploy import compose_up, docker_client, running_instances, stop_instances, wait_healthy
+from shipline.deploy import (
+    compose_up,
+    docker_client,
+    remove_releases,
+    running_instances,
+    stop_instances,
+    wait_healthy,
+)
 from shipline.etcd_client import connect
 from shipline.registry import list_instances
 from shipline.retries import retry_if_transient
@@ -58,8 +65,7 @@ def retire_instances(
 def remove_release_instances(app: str, env: str, release: int, environment: ShiplineEnvironment) -> list[str]:
     """Remove the instances of one release (a failed one), leaving the others serving."""
     client = docker_client(environment.docker_host)
-    doomed = [i for i in running_instances(client, app=app, env=env) if i.release == release]
-    stop_instances(client, doomed, grace_seconds=2)
+    doomed = remove_releases(client, app=app, env=env, releases={release})
     get_run_logger().warning(
         "removed the instances of failed release %s: %s", release, ", ".join(i.name for i in doomed) or "none"
     )

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
-from shipline.deploy import docker_client, running_instances, stop_instances
+from shipline.deploy import docker_client, remove_releases
 from shipline.etcd_client import connect
 from shipline.release_plan import ReleaseRequest
 from shipline.releases import Release, ReleaseStatus, list_releases, record_release, set_status
@@ -58,9 +58,7 @@ def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment
     releases = asyncio.run(abandoned())
     if releases:
         numbers = {r.number for r in releases}
-        client = docker_client(environment.docker_host)
-        doomed = [i for i in running_instances(client, app=app, env=env) if i.release in numbers]
-        stop_instances(client, doomed, grace_seconds=2)
+        doomed = remove_releases(docker_client(environment.docker_host), app=app, env=env, releases=numbers)
         asyncio.run(fail(releases))
         get_run_logger().warning(
             "release(s) %s of %s in %s were left deploying by a deploy that died (flow run(s) %s): "

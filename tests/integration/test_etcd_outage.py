@@ -7,7 +7,8 @@ Engine is the stack's.
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from shipline.stack.processes import ProcessTable
 from tests.images import busybox_web_image, free_ports, serve_command
 
 ENV = "outage"
+T = TypeVar("T")
 OUTAGE_SECONDS = 10
 
 
@@ -87,13 +89,13 @@ async def keys(stack: Settings, app: str) -> list[str]:
         return sorted(f"{i.key}={i.address}" for i in await list_instances(etcd, app=app, env=ENV))
 
 
-async def eventually(check: object, expected: object, timeout: float) -> object:
-    deadline, seen = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        seen = await check()  # type: ignore[operator]
-        if seen == expected:
-            break
+async def eventually(check: Callable[[], Awaitable[T]], expected: T, timeout: float) -> T:
+    """What ``check`` returns once it returns ``expected``, or its last answer at the deadline."""
+    deadline = time.monotonic() + timeout
+    seen = await check()
+    while seen != expected and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
+        seen = await check()
     return seen
 
 
