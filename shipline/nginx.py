@@ -93,7 +93,7 @@ class NginxConfig:
             staging = Path(scratch)
             for path in self.conf_dir.glob("*.conf"):
                 if path.name not in changed:
-                    shutil.copyfile(path, staging / path.name)
+                    _stage(path, staging / path.name)
             for name, content in changed.items():
                 (staging / name).write_text(content)
             staged_main = staging / "nginx.main"  # not *.conf: the include below must not take it in
@@ -158,6 +158,15 @@ class NginxConfig:
             _write_atomic(self.conf_dir / name, text)
         self._reload()
         return True
+
+
+def _stage(live: Path, staged: Path) -> None:
+    # A hard link costs no copy, and is safe: live files are only ever replaced by rename (a new inode),
+    # never rewritten in place. A copy where links are not possible.
+    try:
+        os.link(live, staged)
+    except OSError:
+        shutil.copyfile(live, staged)
 
 
 def _write_atomic(path: Path, text: str) -> None:
