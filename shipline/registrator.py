@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -105,9 +106,10 @@ class Registrator:
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[dict[str, Any]],
         stop: threading.Event,
+        since: int,
     ) -> None:
         filters = {"type": "container", "label": "shipline.app"}
-        events = client.events(decode=True, filters=filters)
+        events = client.events(since=since, decode=True, filters=filters)
         for event in events:
             if stop.is_set():
                 events.close()
@@ -150,13 +152,16 @@ class Registrator:
             try:
                 async with connect(self.etcd_url) as etcd:
                     lease = await etcd.lease(ttl=self.ttl)
+                    # Events are followed from before the resync: Docker replays those of a container that
+                    # starts or stops while it runs (the handlers are idempotent), so none is lost.
+                    since = int(time.time()) - 1
                     await self._resync(etcd, lease, client)
                     self.healthy, backoff = True, 0.5
                     log.info("registrator ready: %d instance(s) registered", len(self.registered))
                     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
                     loop = asyncio.get_running_loop()
                     threading.Thread(
-                        target=self._follow_events, args=(client, loop, queue, halt), daemon=True
+                        target=self._follow_events, args=(client, loop, queue, halt, since), daemon=True
                     ).start()
                     await self._serve(etcd, lease, queue, stop)
             except (ClientError, ServiceUnavailableError, OSError) as exc:

@@ -1,7 +1,7 @@
-"""etcd stopped for 10 s and started again, under a registrator and a discover daemon that keep running.
-
-A private etcd and nginx (own home, free ports), so that the outage touches no other test; the Docker
-Engine is the stack's.
+"""The daemons against a private etcd and nginx (own home, free ports): etcd stopped for 10 s and started
+again under a running registrator and discover daemon, and a container stopped during a resync. Only these
+tests' daemons write there (the stack's registrator would otherwise do their work); the Docker Engine is
+the stack's.
 """
 
 import asyncio
@@ -138,7 +138,11 @@ async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
     assert await eventually(lambda: keys(private, app), both, 20) == both
     expected = sorted(f"127.0.0.1:{p}" for p in (before, during))
     assert await eventually(upstreams, expected, 10) == expected
-    assert registrator.healthy and discovery.watching
+
+    async def ready() -> bool:  # the registrator is healthy once its resync has also swept stale keys
+        return registrator.healthy and discovery.watching
+
+    assert await eventually(ready, True, 10)
     assert discovery.metrics.resyncs >= 2
     # The watch is live again: a stop after the outage leaves etcd and nginx at once.
     (container,) = docker_client(settings.docker_url).containers.list(
@@ -147,3 +151,41 @@ async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
     await asyncio.to_thread(container.stop, timeout=2)
     assert await eventually(upstreams, [f"127.0.0.1:{during}"], 5) == [f"127.0.0.1:{during}"]
     assert await served() == 200
+
+
+async def test_a_stop_during_the_resync_is_not_lost(
+    settings: Settings, private: Settings, app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repository = f"{settings.registry_address}/apps/outagetest"
+    files = {"healthz": "ok\n", "index.html": "up\n"}
+    image = f"{repository}@{busybox_web_image(docker_client(settings.docker_url), repository, 'v1', files)}"
+    (port,) = free_ports(1)
+    start(settings, image, app, port)
+    (container,) = docker_client(settings.docker_url).containers.list(
+        filters={"label": f"shipline.app={app}"}
+    )
+    registrator = Registrator(
+        docker_url=settings.docker_url, etcd_url=private.etcd_url, ip="127.0.0.1", envs=[ENV], ttl=3
+    )
+    real_resync = registrator._resync
+    key = [f"/{app}_OUTAGE/127.0.0.1-{port}=127.0.0.1:{port}"]
+    stopped_during_resync = asyncio.Event()
+
+    async def resync_then_the_container_stops(*args: object) -> None:
+        await real_resync(*args)
+        assert await keys(private, app) == key, "the resync registers the running container"
+        await asyncio.to_thread(container.stop, timeout=1)  # before the registrator follows events
+        stopped_during_resync.set()
+
+    monkeypatch.setattr(registrator, "_resync", resync_then_the_container_stops)
+    stop = asyncio.Event()
+    task = asyncio.create_task(registrator.run(stop))
+    try:
+        await asyncio.wait_for(stopped_during_resync.wait(), timeout=30)
+        none: list[str] = []
+        assert await eventually(lambda: keys(private, app), none, 5) == none, (
+            "the stop was lost: the key stayed"
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
