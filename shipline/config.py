@@ -30,11 +30,11 @@ def _pool_names() -> tuple[str, ...]:
 
 
 POOLS: tuple[str, ...] = _pool_names()
+"""Environments, each a Prefect work pool with its own worker (deployments/work-pools.yaml)."""
 HEARTBEAT_SECONDS = 30
 """How often a flow run tells the Prefect server it is alive (Prefect's minimum)."""
 UNRESPONSIVE_AFTER_SECONDS = 90
 """A running flow run silent for this long (its worker or host died) is marked Crashed."""
-"""Environments, each a Prefect work pool with its own worker (deployments/work-pools.yaml)."""
 
 Port = int
 

@@ -141,11 +141,7 @@ class NginxConfig:
             DiscoveryError: if ``nginx -t`` rejects the new files (which then never reach the conf dir).
         """
         self.conf_dir.mkdir(parents=True, exist_ok=True)
-        changed = {
-            name: text
-            for name, text in files.items()
-            if not (self.conf_dir / name).exists() or (self.conf_dir / name).read_text() != text
-        }
+        changed = {name: text for name, text in files.items() if _current(self.conf_dir / name) != text}
         if not changed:
             return False
         problem = self._check(changed)
@@ -158,6 +154,13 @@ class NginxConfig:
             _write_atomic(self.conf_dir / name, text)
         self._reload()
         return True
+
+
+def _current(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _stage(live: Path, staged: Path) -> None:

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
-from shipline.deploy import docker_client, remove_releases
+from shipline.deploy import RunningInstance, docker_client, remove_releases
 from shipline.etcd_client import connect
 from shipline.release_plan import ReleaseRequest
 from shipline.releases import Release, ReleaseStatus, list_releases, record_release, set_status
@@ -46,24 +46,26 @@ def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment
     recorded as failed; whatever was live keeps serving. Returns the numbers of the releases failed.
     """
 
-    async def abandoned() -> list[Release]:
+    async def fail_abandoned() -> tuple[list[Release], list[RunningInstance]]:
         async with connect(load_settings().etcd_url) as client:
-            return [r for r in await list_releases(client, app, env) if r.status is ReleaseStatus.DEPLOYING]
-
-    async def fail(releases: list[Release]) -> None:
-        async with connect(load_settings().etcd_url) as client:
+            releases = [
+                r for r in await list_releases(client, app, env) if r.status is ReleaseStatus.DEPLOYING
+            ]
+            if not releases:
+                return [], []
+            docker = docker_client(environment.docker_host)
+            numbers = {r.number for r in releases}
+            doomed = await asyncio.to_thread(remove_releases, docker, app=app, env=env, releases=numbers)
             for release in releases:
                 await set_status(client, release, ReleaseStatus.FAILED)
+            return releases, doomed
 
-    releases = asyncio.run(abandoned())
+    releases, doomed = asyncio.run(fail_abandoned())
     if releases:
-        numbers = {r.number for r in releases}
-        doomed = remove_releases(docker_client(environment.docker_host), app=app, env=env, releases=numbers)
-        asyncio.run(fail(releases))
         get_run_logger().warning(
             "release(s) %s of %s in %s were left deploying by a deploy that died (flow run(s) %s): "
             "removed %s and recorded them as failed",
-            ", ".join(str(n) for n in sorted(numbers)),
+            ", ".join(str(r.number) for r in releases),
             app,
             env,
             ", ".join(r.flow_run_id or "?" for r in releases),

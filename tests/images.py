@@ -41,6 +41,32 @@ def serve_command() -> list[str]:
     return ["sh", "-c", "exec httpd -f -p 127.0.0.1:$PORT -h /www"]
 
 
+def run_instance(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    app: str,
+    env: str,
+    port: int,
+    command: list[str] | None = None,
+) -> str:
+    """Start a host-networked container labelled as an instance of ``app`` in ``env``; return its id."""
+    container = client.containers.run(
+        image,
+        command or serve_command(),
+        detach=True,
+        network_mode="host",
+        environment={"PORT": str(port)},
+        labels={
+            "shipline.app": app,
+            "shipline.env": env,
+            "shipline.port": str(port),
+            "shipline.health": "/healthz",
+        },
+    )
+    return str(container.id)
+
+
 def free_ports(count: int) -> list[int]:
     import socket
 

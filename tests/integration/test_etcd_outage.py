@@ -22,7 +22,7 @@ from shipline.registrator import Registrator
 from shipline.registry import list_instances
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
-from tests.images import busybox_web_image, free_ports, serve_command
+from tests.images import busybox_web_image, free_ports, run_instance
 
 ENV = "outage"
 T = TypeVar("T")
@@ -68,20 +68,15 @@ async def daemons(settings: Settings, private: Settings) -> AsyncIterator[tuple[
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
 
 
+@pytest.fixture(scope="module")
+def image(settings: Settings) -> str:
+    repository = f"{settings.registry_address}/apps/outagetest"
+    files = {"healthz": "ok\n", "index.html": "up\n"}
+    return f"{repository}@{busybox_web_image(docker_client(settings.docker_url), repository, 'v1', files)}"
+
+
 def start(settings: Settings, image: str, app: str, port: int) -> None:
-    docker_client(settings.docker_url).containers.run(
-        image,
-        serve_command(),
-        detach=True,
-        network_mode="host",
-        environment={"PORT": str(port)},
-        labels={
-            "shipline.app": app,
-            "shipline.env": ENV,
-            "shipline.port": str(port),
-            "shipline.health": "/healthz",
-        },
-    )
+    run_instance(docker_client(settings.docker_url), image, app=app, env=ENV, port=port)
 
 
 async def keys(stack: Settings, app: str) -> list[str]:
@@ -100,12 +95,9 @@ async def eventually(check: Callable[[], Awaitable[T]], expected: T, timeout: fl
 
 
 async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
-    settings: Settings, private: Settings, app: str, daemons: tuple[Registrator, Discovery]
+    settings: Settings, private: Settings, app: str, image: str, daemons: tuple[Registrator, Discovery]
 ) -> None:
     registrator, discovery = daemons
-    repository = f"{settings.registry_address}/apps/outagetest"
-    files = {"healthz": "ok\n", "index.html": "up\n"}
-    image = f"{repository}@{busybox_web_image(docker_client(settings.docker_url), repository, 'v1', files)}"
     before, during = free_ports(2)
     conf = private.nginx_conf_dir / file_name(app, ENV)
 
@@ -154,11 +146,8 @@ async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
 
 
 async def test_a_stop_during_the_resync_is_not_lost(
-    settings: Settings, private: Settings, app: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, private: Settings, app: str, image: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repository = f"{settings.registry_address}/apps/outagetest"
-    files = {"healthz": "ok\n", "index.html": "up\n"}
-    image = f"{repository}@{busybox_web_image(docker_client(settings.docker_url), repository, 'v1', files)}"
     (port,) = free_ports(1)
     start(settings, image, app, port)
     (container,) = docker_client(settings.docker_url).containers.list(

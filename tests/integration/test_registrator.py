@@ -13,7 +13,7 @@ from shipline.config import Settings
 from shipline.deploy import docker_client
 from shipline.registrator import Registrator
 from shipline.registry import list_instances
-from tests.images import busybox_web_image, free_ports, serve_command
+from tests.images import busybox_web_image, free_ports, run_instance
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +56,7 @@ async def daemon(settings: Settings, app: str) -> AsyncIterator[Registrator]:
 def start(
     client: docker.DockerClient, image: str, app: str, port: int, command: list[str] | None = None
 ) -> str:
-    labels = {
-        "shipline.app": app,
-        "shipline.env": "regtest",
-        "shipline.port": str(port),
-        "shipline.health": "/healthz",
-    }
-    container = client.containers.run(
-        image,
-        command or serve_command(),
-        detach=True,
-        network_mode="host",
-        environment={"PORT": str(port)},
-        labels=labels,
-    )
-    return str(container.id)
+    return run_instance(client, image, app=app, env="regtest", port=port, command=command)
 
 
 async def keys(etcd: aetcd.Client, app: str) -> list[int]:
