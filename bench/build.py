@@ -10,17 +10,10 @@ from typing import Any
 
 import httpx
 
+from shipline.build.images import build_app_image, ensure_middleware_image, ensure_os_image
+from shipline.build.registry import PushedImage, Registry, push_image
 from shipline.config import PROJECT_ROOT, Settings
-from shipline.containers import run_in_image
-from shipline.deploy import docker_client
-from shipline.images import (
-    PushedImage,
-    app_repository,
-    build_app_image,
-    ensure_middleware_image,
-    ensure_os_image,
-    push_image,
-)
+from shipline.docker import docker_client, run_in_image
 from shipline.spec import LayerRef, load_spec
 
 SAMPLE = PROJECT_ROOT / "examples" / "hello-python"
@@ -59,7 +52,7 @@ def run(settings: Settings) -> dict[str, float]:
     middleware_layer = LayerRef(
         name=spec.image.middleware.name, version=f"{spec.image.middleware.version}-{tag}"
     )
-    repository = app_repository(settings.registry_address, f"bench-{tag}")
+    repository = Registry(address=settings.registry_address).app_repository(f"bench-{tag}")
     quiet = lambda line: None  # noqa: E731
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -78,7 +71,7 @@ def run(settings: Settings) -> dict[str, float]:
             assert code == 0
             build_app_image(
                 client,
-                registry=settings.registry_address,
+                registry=Registry(address=settings.registry_address),
                 app=f"bench-{tag}",
                 sha=sha,
                 source="bench",
@@ -93,14 +86,18 @@ def run(settings: Settings) -> dict[str, float]:
         started = time.monotonic()
         os_image = ensure_os_image(
             client,
-            registry=settings.registry_address,
+            registry=Registry(address=settings.registry_address),
             layer=os_layer,
             cache_dir=Path(scratch) / "rootfs",
             mirror=settings.debian_mirror,
             log=quiet,
         )
         middleware = ensure_middleware_image(
-            client, registry=settings.registry_address, layer=middleware_layer, os_image=os_image, log=quiet
+            client,
+            registry=Registry(address=settings.registry_address),
+            layer=middleware_layer,
+            os_image=os_image,
+            log=quiet,
         )
         compile_and_build("1" * 40, middleware)
         cold_seconds = time.monotonic() - started
@@ -111,7 +108,11 @@ def run(settings: Settings) -> dict[str, float]:
         before = _blob_bytes(settings)
         started = time.monotonic()
         middleware = ensure_middleware_image(
-            client, registry=settings.registry_address, layer=middleware_layer, os_image=os_image, log=quiet
+            client,
+            registry=Registry(address=settings.registry_address),
+            layer=middleware_layer,
+            os_image=os_image,
+            log=quiet,
         )
         compile_and_build("2" * 40, middleware)
         warm_seconds = time.monotonic() - started

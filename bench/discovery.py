@@ -23,8 +23,8 @@ import aetcd
 import httpx
 
 from shipline.config import Settings
-from shipline.nginx import NginxConfig, file_name, render_app
-from shipline.registry import Instance, list_instances, register
+from shipline.discovery.instances import Instance, list_instances, register
+from shipline.discovery.nginx import NginxConfig, file_name, render_app
 from shipline.stack.lifecycle import up
 from shipline.stack.processes import ProcessTable
 

@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from shipline.build.sources import resolve_source
 from shipline.config import PROJECT_ROOT, Settings
-from shipline.progress import follow_delivery
-from shipline.sources import resolve_source
+from shipline.delivery import follow_delivery
 from shipline.spec import load_spec
 
 SAMPLE = PROJECT_ROOT / "examples" / "hello-python"
@@ -50,10 +50,10 @@ docker push -q {registry}/apps/{app}:$sha > /dev/null
 
 def run(settings: Settings) -> dict[str, float]:
     """Time the shell script, the delivery flow's build stages, and a full delivery to PROD."""
-    from shipline.images import middleware_repository
+    from shipline.build.registry import Registry
 
     spec = load_spec(SAMPLE)
-    repository = middleware_repository(settings.registry_address, spec.image.middleware)
+    repository = Registry(address=settings.registry_address).middleware_repository(spec.image.middleware)
     middleware = f"{repository}:{spec.image.middleware.version}"
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:

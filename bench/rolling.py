@@ -9,9 +9,9 @@ import time
 import httpx
 
 from shipline.config import Settings
-from shipline.deployment_runs import run_deployment_and_wait
 from shipline.etcd_client import connect
-from shipline.releases import ReleaseStatus, list_releases
+from shipline.flow_runs import run_deployment_and_wait
+from shipline.release.history import ReleaseStatus, list_releases
 
 APP, ENV, RATE = "hello-python", "prod", 60  # requests per second, above the goal's 50
 

@@ -1,17 +1,15 @@
 """Prefect block types for the external systems Shipline drives. Configuration only, no logic."""
 
 from blocks.environment import ShiplineEnvironment
-from blocks.etcd import ShiplineEtcd
 from blocks.gitlab import ShiplineGitLab
 from blocks.registry import ShiplineRegistry
 from blocks.sonarqube import ShiplineSonarQube
 
-BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineEtcd, ShiplineGitLab, ShiplineSonarQube)
+BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineGitLab, ShiplineSonarQube)
 
 __all__ = [
     "BLOCK_TYPES",
     "ShiplineEnvironment",
-    "ShiplineEtcd",
     "ShiplineGitLab",
     "ShiplineRegistry",
     "ShiplineSonarQube",

@@ -42,6 +42,10 @@ class ShiplineEnvironment(Block):
             raise ValueError("port_range_end must not be below port_range_start")
         return self
 
+    def instance_url(self, port: int) -> str:
+        """Where an instance on ``port`` of this environment's host answers directly, not through nginx."""
+        return f"http://{self.advertise_ip}:{port}"
+
     @classmethod
     def for_env(cls, env: str) -> ShiplineEnvironment:
         """The saved document of environment ``env``.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from shipline.images import PushedImage
+from shipline.build.registry import PushedImage
 from shipline.spec import ImageSpec
 from tasks.base_images import BaseLayers, prepare_base_layers, rebase_app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from shipline.delivery import DeliverySummary
-from shipline.release_plan import request_from_spec
+from shipline.release.plan import request_from_spec
 from tasks.base_images import prepare_base_layers
 from tasks.checkout import checkout_source
 from tasks.compile import compile_app

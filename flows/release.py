@@ -6,10 +6,9 @@ from prefect import flow
 from prefect.concurrency.sync import concurrency
 
 from blocks.environment import ShiplineEnvironment
-from shipline.approval import wait_for_approval
-from shipline.errors import ApprovalError
-from shipline.release_plan import ReleaseRequest
-from shipline.releases import Release, ReleaseStatus
+from shipline.release.approval import approve_release
+from shipline.release.history import Release, ReleaseStatus
+from shipline.release.plan import ReleaseRequest
 from tasks.autotest import run_release_tests
 from tasks.compose import render_compose_file
 from tasks.deploy import (
@@ -43,30 +42,22 @@ def release(request: ReleaseRequest) -> Release:
     before keeps serving, untouched.
     """
     environment = ShiplineEnvironment.for_env(request.env)
-    if environment.requires_approval:
-        decision = wait_for_approval(
-            app=request.app,
-            env=request.env,
-            digest=request.digest,
-            timeout_seconds=request.approval_timeout_seconds,
-        )
-        if not decision.approve:
-            raise ApprovalError(
-                f"{request.app} to {request.env} not approved: {decision.comment or 'rejected'}"
-            )
-    replicas = request.service.replicas or environment.replicas
+    approve_release(request, required=environment.requires_approval)
     lock = ensure_deploy_limit(request.app, request.env)
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):
         fail_abandoned_releases(request.app, request.env, environment)
         opened = open_release(request)
         try:
-            ports = allocate_instance_ports(request.app, request.env, replicas, environment)
-            deployment = render_compose_file(request, opened.number, ports)
-            start_instances(deployment, environment)
-            wait_for_health(deployment, environment, request.service.health_timeout_seconds)
-            base_url = f"http://{environment.advertise_ip}:{ports[0]}"
-            run_release_tests(request.app, request.env, base_url, request.auto_tests)
-            wait_for_registration(deployment, environment)
+            ports = allocate_instance_ports(
+                request.app, request.env, request.replicas(environment.replicas), environment
+            )
+            compose = render_compose_file(request, opened.number, ports)
+            start_instances(compose, environment)
+            wait_for_health(compose, environment)
+            run_release_tests(
+                request.app, request.env, environment.instance_url(ports[0]), request.auto_tests
+            )
+            wait_for_registration(compose, environment)
         except Exception as failure:
             remove_release_instances(request.app, request.env, opened.number, environment)
             close_release(opened, ReleaseStatus.ROLLED_BACK)

@@ -6,11 +6,14 @@ no traceback reaches the user.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Annotated, Any, TypeVar
 
@@ -156,18 +159,12 @@ def releases(
     as_json: JsonOption = False,
 ) -> None:
     """Release history of an app in an environment, oldest first, or its DORA figures (--stats)."""
-    import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from shipline.dora import dora_metrics
-    from shipline.etcd_client import connect
-    from shipline.releases import Release, list_releases
+    from shipline.release.dora import dora_metrics
+    from shipline.release.lifecycle import release_history
 
-    async def read() -> list[Release]:
-        async with connect(settings().etcd_url) as client:
-            return await list_releases(client, app_name, env)
-
-    history = asyncio.run(read())
+    history = release_history(app_name, env, etcd_url=settings().etcd_url)
     if stats:
         metrics = dora_metrics(history, now=datetime.now(UTC), window=timedelta(days=days))
         if as_json:
@@ -200,31 +197,14 @@ def rollback(
     ] = None,
 ) -> None:
     """Redeploy a previous release (the same image digest) as a new release, and wait for it."""
-    import asyncio
+    from shipline.release.lifecycle import release_history, replay_request, rollback_target, run_release
 
-    from shipline.deployment_runs import run_deployment_and_wait
-    from shipline.etcd_client import connect
-    from shipline.releases import Release, list_releases
-    from shipline.rollback import replay_request, rollback_target
-
-    async def read() -> list[Release]:
-        async with connect(settings().etcd_url) as client:
-            return await list_releases(client, app_name, env)
-
-    target = rollback_target(asyncio.run(read()), to=to)
-    request = replay_request(target)
+    target = rollback_target(release_history(app_name, env, etcd_url=settings().etcd_url), to=to)
     typer.echo(f"Rolling {app_name} in {env} back to release {target.number} ({target.digest}) ...")
-    flow_run = run_deployment_and_wait(
-        f"release/{env}", parameters={"request": request.model_dump(mode="json")}, timeout=1800
+    release = run_release(replay_request(target), timeout=1800)
+    typer.echo(
+        f"{app_name} in {env} runs release {target.number}'s digest again, as release {release.number}."
     )
-    state = flow_run.state
-    if state is None or not state.is_completed():
-        _fail(
-            f"rollback run {flow_run.name} ended {state.name if state else 'without a state'}: "
-            f"{state.message if state else ''}",
-            hint=f"{settings().prefect_url}/runs/flow-run/{flow_run.id}",
-        )
-    typer.echo(f"{app_name} in {env} runs release {target.number}'s digest again (run {flow_run.name}).")
 
 
 @app.command()
@@ -241,8 +221,8 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Deliver a repository through the pipeline (delivery/ci); exit 0 only if every stage succeeded."""
-    from shipline.progress import follow_delivery
-    from shipline.sources import resolve_source
+    from shipline.build.sources import resolve_source
+    from shipline.delivery import follow_delivery
 
     current = settings()
     location = resolve_source(source, sources_dir=current.home / "sources")
@@ -267,10 +247,8 @@ def services(
     as_json: JsonOption = False,
 ) -> None:
     """Instances registered in etcd (/{APP}_{ENV}/{IP}-{PORT})."""
-    import asyncio
-
+    from shipline.discovery.instances import Instance, list_instances
     from shipline.etcd_client import connect
-    from shipline.registry import Instance, list_instances
 
     async def read() -> list[Instance]:
         async with connect(settings().etcd_url) as client:
@@ -290,20 +268,11 @@ def services(
 @reports_errors
 def discover() -> None:
     """The discovery daemon: render nginx from the instances in etcd, until SIGTERM or Ctrl-C."""
-    import asyncio
-    import logging
-    import signal
-
-    from shipline.discovery import Discovery, serve_status
+    from shipline.discovery.discover import Discovery, serve_status
 
     current = settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         discovery = Discovery(current)
         server = await serve_status(discovery, current.host, current.discover_port)
         typer.echo(
@@ -313,7 +282,7 @@ def discover() -> None:
         async with server:
             await discovery.run(stop)
 
-    asyncio.run(main())
+    _run_daemon(main)
 
 
 @app.command()
@@ -328,29 +297,34 @@ def registrator(
     ttl: Annotated[int, typer.Option("--ttl", min=2, help="Lease TTL in seconds.")] = 10,
 ) -> None:
     """The registration daemon: this Docker host's Shipline containers in etcd, until SIGTERM or Ctrl-C."""
-    import asyncio
-    import logging
-    import signal
-
-    from shipline.registrator import Registrator
+    from shipline.discovery.registrator import Registrator
 
     current = settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     daemon = Registrator(
         docker_url=current.docker_url, etcd_url=current.etcd_url, ip=ip or current.host, envs=env, ttl=ttl
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         typer.echo(
             f"registrator: {current.docker_url} -> {current.etcd_url} as {daemon.ip}, lease TTL {ttl}s"
         )
         await daemon.run(stop)
 
-    asyncio.run(main())
+    _run_daemon(main)
+
+
+def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a daemon's ``main(stop)`` with logging to stderr; SIGTERM or Ctrl-C sets ``stop``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def supervised() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(supervised())
 
 
 RunArgument = Annotated[
@@ -361,7 +335,7 @@ CommentOption = Annotated[str, typer.Option("--comment", "-m", help="Why; record
 
 def _answer(run: str, approve: bool, comment: str) -> None:
     settings()
-    from shipline.approval import answer_gate
+    from shipline.release.approval import answer_gate
 
     run_id = answer_gate(run, approve=approve, comment=comment)
     typer.echo(f"{'Approved' if approve else 'Rejected'} flow run {run_id}.")

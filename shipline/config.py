@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     etcd_peer_port: Port = 2380
     registry_port: Port = 5000
     nginx_port: Port = 8080
-    webhook_port: Port = 8090
     discover_port: Port = 9105
     docker_socket: Path = Field(default=Path("/var/run/docker.sock"), description="Docker Engine socket.")
     docker_storage_driver: str = Field(
@@ -87,7 +86,6 @@ class Settings(BaseSettings):
         "etcd_peer_port",
         "registry_port",
         "nginx_port",
-        "webhook_port",
         "discover_port",
     )
     @classmethod
@@ -111,7 +109,6 @@ class Settings(BaseSettings):
             "etcd_peer_port": self.etcd_peer_port,
             "registry_port": self.registry_port,
             "nginx_port": self.nginx_port,
-            "webhook_port": self.webhook_port,
             "discover_port": self.discover_port,
         }
         seen: dict[int, str] = {}

@@ -15,9 +15,10 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from shipline.deploy import docker_client, running_instances
-    from shipline.progress import follow_delivery
-    from shipline.sources import resolve_source
+    from shipline.build.sources import resolve_source
+    from shipline.delivery import follow_delivery
+    from shipline.docker import docker_client
+    from shipline.release.deploy import running_instances
 
     print(
         f"Delivering {SAMPLE.relative_to(PROJECT_ROOT)} from commit to PRE and PROD (the first run builds the"

@@ -13,8 +13,6 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shipline.autotest import AutoTests
-from shipline.compose import Mount
 from shipline.errors import SpecError
 from shipline.names import NAME_PATTERN
 
@@ -22,6 +20,7 @@ SPEC_FILE = "shipline.yaml"
 _VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _RELATIVE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _name(value: str, what: str) -> str:
@@ -38,8 +37,35 @@ def _relative_path(value: str) -> str:
     return value
 
 
+def _url_path(value: str) -> str:
+    if not value.startswith("/") or re.search(r"\s", value) or _CONTROL.search(value):
+        raise ValueError("must be a URL path starting with / and without spaces or control characters")
+    return value
+
+
+def _variable(value: str) -> str:
+    if _VARIABLE.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not a variable name ([A-Z_][A-Z0-9_]*)")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mount(Strict):
+    """A host path mounted into a build or into every instance (for example a JRE, read-only)."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+    @field_validator("source", "target")
+    @classmethod
+    def _absolute_clean_path(cls, value: str) -> str:
+        if not value.startswith("/") or _CONTROL.search(value) or ".." in Path(value).parts:
+            raise ValueError(f"{value!r} must be an absolute path without '..' or control characters")
+        return value
 
 
 class BuildSpec(Strict):
@@ -142,9 +168,10 @@ class EnvironmentSettings(Strict):
     @field_validator("environment")
     @classmethod
     def _variables(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if _VARIABLE.fullmatch(key) is None:
-                raise ValueError(f"{key!r} is not a variable name ([A-Z_][A-Z0-9_]*)")
+        for key, item in value.items():
+            _variable(key)
+            if "\x00" in item:
+                raise ValueError(f"the value of {key} holds a NUL byte")
         return value
 
 
@@ -163,16 +190,16 @@ class ServiceSpec(Strict):
     @field_validator("port_variable")
     @classmethod
     def _port_variable(cls, value: str) -> str:
-        if _VARIABLE.fullmatch(value) is None:
-            raise ValueError("must be a variable name ([A-Z_][A-Z0-9_]*)")
-        return value
+        return _variable(value)
 
     @field_validator("health_path")
     @classmethod
     def _health_path(cls, value: str) -> str:
-        if not value.startswith("/") or re.search(r"\s", value):
-            raise ValueError("must be a URL path starting with / and without spaces")
-        return value
+        return _url_path(value)
+
+    def in_environment(self, env: str) -> EnvironmentSettings:
+        """The settings of ``env``: replicas and variables as the spec gives them, defaults otherwise."""
+        return self.environments.get(env, EnvironmentSettings())
 
     @field_validator("environments")
     @classmethod
@@ -180,6 +207,28 @@ class ServiceSpec(Strict):
         for name in value:
             _name(name, "environment name")
         return value
+
+
+class HttpCheck(Strict):
+    """GET a path; expect a status and, optionally, a text in the body."""
+
+    path: str = "/"
+    status: int = Field(default=200, ge=100, le=599)
+    contains: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _url_path(value)
+
+
+class AutoTests(Strict):
+    """What to run against a release before it takes traffic."""
+
+    http: list[HttpCheck] = Field(default_factory=list)
+    command: list[str] = Field(default_factory=list)
+    """Run on the environment's host with BASE_URL in its environment; exit 0 means pass."""
+    timeout_seconds: float = Field(default=120, gt=0)
 
 
 class AppSpec(Strict):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from shipline.autotest import AutoTests, CheckResult, run_auto_tests
 from shipline.errors import AutoTestError
+from shipline.release.autotest import CheckResult, run_auto_tests
+from shipline.spec import AutoTests
 
 
 @task

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 from pydantic import SecretStr
 
 from blocks.gitlab import ShiplineGitLab
-from shipline.checkout import CheckoutResult, checkout
+from shipline.build.checkout import CheckoutResult, checkout
 from shipline.config import load_settings
 from shipline.retries import retry_if_transient
 

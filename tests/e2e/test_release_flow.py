@@ -10,14 +10,15 @@ import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun
 
-from shipline.autotest import AutoTests, HttpCheck
 from shipline.config import Settings
-from shipline.deploy import docker_client, running_instances, stop_instances
-from shipline.deployment_runs import run_deployment_and_wait
+from shipline.docker import docker_client
 from shipline.etcd_client import connect
-from shipline.release_plan import ReleaseRequest, ServiceSettings
-from shipline.releases import Release, ReleaseStatus, list_releases
-from tests.images import busybox_web_image, serve_command
+from shipline.flow_runs import run_deployment_and_wait
+from shipline.release.deploy import running_instances, stop_instances
+from shipline.release.history import Release, ReleaseStatus, list_releases
+from shipline.release.plan import ReleaseRequest
+from shipline.spec import AutoTests, HttpCheck, ServiceSpec
+from tests.images import busybox_web_image
 
 
 @pytest.fixture
@@ -28,11 +29,20 @@ def app(settings: Settings) -> Iterator[str]:
     stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=1)
 
 
-def request(settings: Settings, app: str, version: str, expect: str) -> ReleaseRequest:
+def request(
+    settings: Settings,
+    app: str,
+    version: str,
+    expect: str,
+    *,
+    command: list[str] | None = None,
+    **service: float,
+) -> ReleaseRequest:
+    """A release of a busybox web image of ``version`` (running ``command`` if given) to PRE."""
     client = docker_client(settings.docker_url)
     repository = f"{settings.registry_address}/apps/{app}"
     digest = busybox_web_image(
-        client, repository, version, {"healthz": "ok\n", "version.txt": f"{version}\n"}
+        client, repository, version, {"healthz": "ok\n", "version.txt": f"{version}\n"}, command=command
     )
     return ReleaseRequest(
         app=app,
@@ -40,7 +50,9 @@ def request(settings: Settings, app: str, version: str, expect: str) -> ReleaseR
         image=repository,
         digest=digest,
         sha=version * 20,
-        service=ServiceSettings(command=serve_command(), stop_grace_seconds=2, health_timeout_seconds=30),
+        service=ServiceSpec.model_validate(
+            {"stop_grace_seconds": 2, "health_timeout_seconds": 30, **service}
+        ),
         auto_tests=AutoTests(http=[HttpCheck(path="/version.txt", contains=expect)]),
     )
 

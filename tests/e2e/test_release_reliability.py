@@ -22,10 +22,11 @@ from prefect.deployments import run_deployment
 
 from blocks.environment import ShiplineEnvironment
 from shipline.config import HEARTBEAT_SECONDS, UNRESPONSIVE_AFTER_SECONDS, Settings
-from shipline.deploy import docker_client, running_instances, stop_instances
-from shipline.deployment_runs import run_deployment_and_wait
-from shipline.release_plan import ReleaseRequest, ServiceSettings
-from shipline.releases import ReleaseStatus
+from shipline.docker import docker_client
+from shipline.flow_runs import run_deployment_and_wait
+from shipline.release.deploy import running_instances, stop_instances
+from shipline.release.history import ReleaseStatus
+from shipline.release.plan import ReleaseRequest
 from shipline.stack.lifecycle import up
 from shipline.stack.processes import ProcessTable
 from tests.e2e.test_release_flow import deliver, releases, request
@@ -64,13 +65,14 @@ def test_instance_never_healthy_is_rolled_back_and_previous_keeps_serving(
 ) -> None:
     good = deliver(request(settings, app, "v1", expect="v1"))
     assert good.state is not None and good.state.is_completed()
-    sick = request(settings, app, "v2", expect="v2")
-    sick = sick.model_copy(
-        update={
-            "service": ServiceSettings(
-                command=["sleep", "300"], health_timeout_seconds=3, stop_grace_seconds=1
-            )
-        }
+    sick = request(
+        settings,
+        app,
+        "v2",
+        expect="v2",
+        command=["sleep", "300"],
+        health_timeout_seconds=3,
+        stop_grace_seconds=1,
     )
     failed = deliver(sick)
     assert failed.state is not None and failed.state.is_failed()
@@ -170,10 +172,7 @@ def _state_of(flow_run_id: str) -> StateType | None:
 def test_worker_killed_mid_deploy_leaves_the_live_release_serving(settings: Settings, app: str) -> None:
     good = deliver(request(settings, app, "v1", expect="v1"))
     assert good.state is not None and good.state.is_completed()
-    stuck = request(settings, app, "v2", expect="v2")
-    stuck = stuck.model_copy(
-        update={"service": ServiceSettings(command=["sleep", "600"], health_timeout_seconds=600)}
-    )
+    stuck = request(settings, app, "v2", expect="v2", command=["sleep", "600"], health_timeout_seconds=600)
     started = cast(
         FlowRun,
         run_deployment("release/pre", parameters={"request": stuck.model_dump(mode="json")}, timeout=0),

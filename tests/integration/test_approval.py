@@ -11,8 +11,8 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-from shipline.approval import ApprovalDecision, wait_for_approval
 from shipline.config import Settings
+from shipline.release.approval import ApprovalDecision, wait_for_approval
 
 
 @flow(name="approval-gate-test")

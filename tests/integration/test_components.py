@@ -93,7 +93,7 @@ def test_nginx_serves_a_rendered_server_block_after_reload(settings: Settings, t
 
 @pytest.mark.parametrize("pool", ["prod", "ci"])
 def test_a_deployment_run_goes_to_its_pools_worker_only(settings: Settings, pool: str) -> None:
-    from shipline.deployment_runs import run_deployment_and_wait
+    from shipline.flow_runs import run_deployment_and_wait
 
     flow_run = run_deployment_and_wait(f"stack-check/{pool}", timeout=120)
     assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state

@@ -7,11 +7,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shipline.compose import build_deployment, render_compose
 from shipline.config import Settings
-from shipline.deploy import compose_up, docker_client, running_instances, stop_instances, wait_healthy
+from shipline.docker import docker_client
 from shipline.errors import DeployError
-from tests.images import busybox_web_image, free_ports, serve_command, write
+from shipline.release.compose import ComposeFile, compose_file_for, render_compose
+from shipline.release.deploy import compose_up, running_instances, stop_instances, wait_healthy
+from shipline.release.plan import ReleaseRequest
+from shipline.spec import ServiceSpec
+from tests.images import busybox_web_image, free_ports, write
+
+SLEEP = ["sleep", "300"]
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +25,20 @@ def image(settings: Settings) -> tuple[str, str]:
     repository = f"{settings.registry_address}/apps/deploytest"
     digest = busybox_web_image(client, repository, "v1", {"healthz": "ok\n", "index.html": "hello\n"})
     return repository, digest
+
+
+def compose_file(
+    app: str, image: tuple[str, str], release: int, ports: list[int], **service: object
+) -> ComposeFile:
+    request = ReleaseRequest(
+        app=app,
+        env="pre",
+        image=image[0],
+        digest=image[1],
+        sha="a" * 40,
+        service=ServiceSpec.model_validate({"stop_grace_seconds": 2, **service}),
+    )
+    return compose_file_for(request, release, ports)
 
 
 @pytest.fixture
@@ -39,20 +58,9 @@ def deploy(
     ports: list[int],
     **extra: object,
 ) -> Path:
-    values = build_deployment(
-        app=app,
-        env="pre",
-        release=release,
-        image=image[0],
-        digest=image[1],
-        instances=[{"port": p} for p in ports],
-        command=serve_command(),
-        stop_grace_seconds=2,
-        **extra,
-    )
-    path = write(tmp_path / f"release-{release}.yml", render_compose(values))
-    services = [values.service_name(p) for p in ports]
-    compose_up(path, project=values.project, services=services, docker_host=settings.docker_url)
+    compose = compose_file(app, image, release, ports, **extra)
+    path = write(tmp_path / f"release-{release}.yml", render_compose(compose))
+    compose_up(path, project=compose.project, services=compose.service_names, docker_host=settings.docker_url)
     return path
 
 
@@ -76,24 +84,13 @@ def test_new_release_beside_the_old_then_old_stopped(
         httpx.get(f"http://127.0.0.1:{old_ports[0]}/")
 
 
-def test_instance_that_never_answers_is_named(
-    settings: Settings, tmp_path: Path, app: str, image: tuple[str, str]
-) -> None:
+def test_instance_that_never_answers_is_named(settings: Settings, tmp_path: Path, app: str) -> None:
     (port,) = free_ports(1)
-    values = build_deployment(
-        app=app,
-        env="pre",
-        release=1,
-        image=image[0],
-        digest=image[1],
-        instances=[{"port": port}],
-        command=["sleep", "300"],
-        stop_grace_seconds=1,
-    )
-    path = write(tmp_path / "sleepy.yml", render_compose(values))
-    compose_up(
-        path, project=values.project, services=[values.service_name(port)], docker_host=settings.docker_url
-    )
+    repository = f"{settings.registry_address}/apps/deploytest"
+    sleepy = busybox_web_image(docker_client(settings.docker_url), repository, "sleepy", {}, command=SLEEP)
+    compose = compose_file(app, (repository, sleepy), 1, [port], stop_grace_seconds=1)
+    path = write(tmp_path / "sleepy.yml", render_compose(compose))
+    compose_up(path, project=compose.project, services=compose.service_names, docker_host=settings.docker_url)
     with pytest.raises(
         DeployError, match=rf"not healthy within 2s at /healthz: 127.0.0.1:{port} \(ConnectError\)"
     ):

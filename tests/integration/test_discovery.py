@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from shipline.config import Settings
-from shipline.discovery import Discovery
-from shipline.nginx import file_name
-from shipline.registry import Instance, register
+from shipline.discovery.discover import Discovery
+from shipline.discovery.instances import Instance, register
+from shipline.discovery.nginx import file_name
 from shipline.stack.components import Nginx
 from tests.images import free_ports
 

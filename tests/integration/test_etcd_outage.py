@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from shipline.config import Settings
-from shipline.deploy import docker_client
-from shipline.discovery import Discovery
+from shipline.discovery.discover import Discovery
+from shipline.discovery.instances import list_instances
+from shipline.discovery.nginx import file_name
+from shipline.discovery.registrator import Registrator
+from shipline.docker import docker_client
 from shipline.etcd_client import connect
-from shipline.nginx import file_name
-from shipline.registrator import Registrator
-from shipline.registry import list_instances
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
 from tests.images import busybox_web_image, free_ports, run_instance

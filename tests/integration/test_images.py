@@ -7,19 +7,13 @@ from typing import Any
 import docker
 import pytest
 
+from shipline.build.images import build_app_image, ensure_middleware_image, ensure_os_image, rebase_app_image
+from shipline.build.registry import Registry, push_image
 from shipline.config import Settings
-from shipline.deploy import docker_client
+from shipline.docker import docker_client
 from shipline.errors import PushError
-from shipline.images import (
-    build_app_image,
-    ensure_middleware_image,
-    ensure_os_image,
-    layer_digests,
-    push_image,
-    rebase_app_image,
-    registry_digest,
-)
 from shipline.spec import ImageSpec, LayerRef
+from tests.images import layer_digests
 
 
 def log(line: str) -> None:
@@ -39,14 +33,18 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     )
     os_image = ensure_os_image(
         client,
-        registry=settings.registry_address,
+        registry=Registry(address=settings.registry_address),
         layer=os_layer,
         cache_dir=tmp_path / "rootfs",
         mirror=settings.debian_mirror,
         log=log,
     )
     middleware = ensure_middleware_image(
-        client, registry=settings.registry_address, layer=middleware_layer, os_image=os_image, log=log
+        client,
+        registry=Registry(address=settings.registry_address),
+        layer=middleware_layer,
+        os_image=os_image,
+        log=log,
     )
     assert layer_digests(client, middleware.by_digest)[
         : len(layer_digests(client, os_image.by_digest))
@@ -56,7 +54,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     lines: list[str] = []
     again = ensure_os_image(
         client,
-        registry=settings.registry_address,
+        registry=Registry(address=settings.registry_address),
         layer=os_layer,
         cache_dir=tmp_path / "x",
         mirror=settings.debian_mirror,
@@ -66,7 +64,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     assert (
         ensure_middleware_image(
             client,
-            registry=settings.registry_address,
+            registry=Registry(address=settings.registry_address),
             layer=middleware_layer,
             os_image=os_image,
             log=lines.append,
@@ -82,7 +80,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     app = f"imgtest-{version}"
     image_id = build_app_image(
         client,
-        registry=settings.registry_address,
+        registry=Registry(address=settings.registry_address),
         app=app,
         sha="f" * 40,
         source="file:///x",
@@ -97,14 +95,20 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     assert labels["org.opencontainers.image.revision"] == "f" * 40
     assert labels["shipline.app"] == app and "org.opencontainers.image.created" in labels
     pushed = push_image(client, f"{settings.registry_address}/apps/{app}", "f" * 40, log)
-    assert registry_digest(settings.registry_address, pushed.repository, "f" * 40) == pushed.digest
+    assert (
+        Registry(address=settings.registry_address).manifest_digest(pushed.repository, "f" * 40)
+        == pushed.digest
+    )
     output = client.containers.run(pushed.by_digest, remove=True, network_mode="host")
     assert output == b"hello\n"
 
 
 def test_missing_tag_has_no_digest(settings: Settings) -> None:
     assert (
-        registry_digest(settings.registry_address, f"{settings.registry_address}/apps/none", "nope") is None
+        Registry(address=settings.registry_address).manifest_digest(
+            f"{settings.registry_address}/apps/none", "nope"
+        )
+        is None
     )
 
 
@@ -124,7 +128,7 @@ def test_app_moves_onto_new_layers_without_recompiling(
         LayerRef(name="busybox", version=version),
         LayerRef(name="host-jre", version=version),
     )
-    layers: dict[str, Any] = {"registry": settings.registry_address}
+    layers: dict[str, Any] = {"registry": Registry(address=settings.registry_address)}
     old_os = ensure_os_image(client, **layers, layer=os_layer, cache_dir=tmp_path / "a", mirror="", log=log)
     old_mw = ensure_middleware_image(client, **layers, layer=middleware_layer, os_image=old_os, log=log)
     artifact = tmp_path / "dist"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from shipline.config import Settings
 from shipline.stack.lifecycle import State, status, up
-from shipline.stack.processes import ProcessTable, group_members
+from shipline.stack.processes import ProcessTable
 from tests.images import free_ports
+from tests.processes import group_members
 
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:

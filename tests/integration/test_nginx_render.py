@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from shipline.config import Settings
+from shipline.discovery.instances import Instance
+from shipline.discovery.nginx import NginxConfig, file_name, render_app
 from shipline.errors import ConfigError, DiscoveryError
-from shipline.nginx import NginxConfig, file_name, render_app
-from shipline.registry import Instance
 
 
 class Answer(BaseHTTPRequestHandler):

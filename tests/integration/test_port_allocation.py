@@ -8,7 +8,7 @@ import pytest
 
 from shipline.config import Settings
 from shipline.errors import ConfigError, PortAllocationError
-from shipline.port_allocation import release_ports, reserve_ports, reserved_ports
+from shipline.release.ports import release_ports, reserve_ports, reserved_ports
 
 HOST = "127.0.0.42"  # a host address of these tests only, so no other test's reservations interfere
 

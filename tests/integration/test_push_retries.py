@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 
 from shipline.config import Settings
-from shipline.deploy import docker_client
+from shipline.docker import docker_client
 from shipline.spec import parse_spec
 from tasks.image import push_app_image
 

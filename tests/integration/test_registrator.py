@@ -10,9 +10,9 @@ import docker
 import pytest
 
 from shipline.config import Settings
-from shipline.deploy import docker_client
-from shipline.registrator import Registrator
-from shipline.registry import list_instances
+from shipline.discovery.instances import list_instances
+from shipline.discovery.registrator import Registrator
+from shipline.docker import docker_client
 from tests.images import busybox_web_image, free_ports, run_instance
 
 

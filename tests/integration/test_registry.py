@@ -11,7 +11,7 @@ import aetcd
 import pytest
 
 from shipline.config import Settings
-from shipline.registry import Instance, deregister, list_instances, register
+from shipline.discovery.instances import Instance, deregister, list_instances, register
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import pytest
 
 from shipline.config import Settings
 from shipline.errors import ConfigError, ReleaseError
-from shipline.releases import (
+from shipline.release.history import (
     ReleaseStatus,
-    get_release,
-    last_good_release,
+    last_good,
     list_releases,
     record_release,
     set_status,
@@ -55,12 +54,14 @@ async def test_last_good_release_skips_failed_ones(etcd: aetcd.Client, app: str)
     second = await record_release(etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="b" * 40)
     failed = await set_status(etcd, second, ReleaseStatus.FAILED)
     assert failed.finished is not None
-    good = await last_good_release(etcd, app, "prod")
+    good = last_good(await list_releases(etcd, app, "prod"))
     assert good is not None and good.number == 1
     superseded = await set_status(etcd, good, ReleaseStatus.SUPERSEDED)
     assert superseded.finished == good.finished  # when it finished deploying, not when it was replaced
-    assert (await get_release(etcd, app, "prod", 2)).status is ReleaseStatus.FAILED
-    assert await last_good_release(etcd, app, "prod", before=1) is None
+    history = await list_releases(etcd, app, "prod")
+    assert [r.status for r in history] == [ReleaseStatus.SUPERSEDED, ReleaseStatus.FAILED]
+    assert last_good(history) == superseded
+    assert last_good(history, before=1) is None
 
 
 async def test_bad_input_writes_nothing(etcd: aetcd.Client, app: str) -> None:
@@ -68,8 +69,6 @@ async def test_bad_input_writes_nothing(etcd: aetcd.Client, app: str) -> None:
         await record_release(etcd, app=app, env="pre", image="r/apps/x", digest="latest", sha="a" * 40)
     with pytest.raises(ConfigError, match="invalid environment"):
         await record_release(etcd, app=app, env="pre/../prod", image="r/apps/x", digest=DIGEST, sha="a" * 40)
-    with pytest.raises(ReleaseError, match="has no release 7"):
-        await get_release(etcd, app, "pre", 7)
     assert await list_releases(etcd, app, "pre") == []
 
 

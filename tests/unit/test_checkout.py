@@ -11,7 +11,7 @@ import pytest
 from prefect.logging import disable_run_logger
 from pydantic import SecretStr
 
-from shipline.checkout import checkout, source_url
+from shipline.build.checkout import checkout, source_url
 from shipline.errors import CheckoutError
 from shipline.retries import retry_if_transient
 from tasks.checkout import checkout_source

@@ -1,44 +1,71 @@
-"""The compose file: validated values, a golden rendering, and Compose's own parser as the judge."""
+"""The compose file: derived from the release request, a golden rendering, Compose as the judge."""
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from shipline.compose import build_deployment, check_compose, render_compose
-from shipline.deploy import compose_binary
-from shipline.errors import ConfigError
+from shipline.docker import compose_binary
+from shipline.errors import SpecError
+from shipline.release.compose import compose_file_for, compose_path, render_compose, write_compose_file
+from shipline.release.plan import ReleaseRequest
+from shipline.spec import parse_spec
 
 GOLDEN = Path(__file__).parent / "golden" / "shop-prod.compose.yml"
 DIGEST = "sha256:" + "ab" * 32
+SPEC = """\
+app: shop
+build: {command: make, artifact: dist}
+image:
+  os: {name: debian, version: bookworm}
+  middleware: {name: python3, version: "3.11"}
+  command: [python3, -m, shop]
+service:
+  memory: 256m
+  cpus: 0.5
+  mounts: [{source: /usr/lib/jvm/java-17-openjdk-amd64, target: /opt/jre}]
+  environments:
+    prod:
+      replicas: 2
+      environment: {GREETING: "hello: world", LOG_LEVEL: info}
+"""
 
 
-def values(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "app": "shop",
-        "env": "prod",
-        "release": 7,
-        "image": "127.0.0.1:5000/apps/shop",
-        "digest": DIGEST,
-        "instances": [{"port": 22000}, {"port": 22001}],
-        "environment": {"GREETING": "hello: world", "LOG_LEVEL": "info"},
-        "mounts": [{"source": "/usr/lib/jvm/java-17-openjdk-amd64", "target": "/opt/jre"}],
-        "cpus": 0.5,
-        "memory": "256m",
-        "command": ["python3", "-m", "shop"],
-    }
-    return base | overrides
+def request(spec_text: str = SPEC, env: str = "prod") -> ReleaseRequest:
+    spec = parse_spec(spec_text)
+    return ReleaseRequest(
+        app=spec.app,
+        env=env,
+        image="127.0.0.1:5000/apps/shop",
+        digest=DIGEST,
+        sha="a" * 40,
+        service=spec.service,
+    )
+
+
+def compose_config(text: str, tmp_path: Path) -> dict[str, Any]:
+    """The file as Compose itself reads it (``docker compose config``)."""
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(text)
+    done = subprocess.run(
+        [compose_binary(), "-f", str(path), "config", "--format", "yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(yaml.safe_load(done.stdout))
 
 
 def test_rendering_matches_the_golden_file() -> None:
-    assert render_compose(build_deployment(**values())) == GOLDEN.read_text()
+    assert render_compose(compose_file_for(request(), 7, [22000, 22001])) == GOLDEN.read_text()
 
 
 def test_compose_accepts_the_file_with_host_networking_and_labels(tmp_path: Path) -> None:
-    path = tmp_path / "docker-compose.yml"
-    path.write_text(render_compose(build_deployment(**values())))
-    model = check_compose(path, compose_binary())
+    model = compose_config(render_compose(compose_file_for(request(), 7, [22000, 22001])), tmp_path)
     assert model["name"] == "shop-prod"
     services = model["services"]
     assert sorted(services) == ["shop-22000", "shop-22001"]
@@ -57,58 +84,71 @@ def test_compose_accepts_the_file_with_host_networking_and_labels(tmp_path: Path
     assert "networks" not in model or not model["networks"]
 
 
+def test_an_environment_the_spec_does_not_name_gets_no_variables(tmp_path: Path) -> None:
+    model = compose_config(render_compose(compose_file_for(request(env="qa"), 1, [23000])), tmp_path)
+    assert model["services"]["shop-23000"]["environment"] == {"PORT": "23000"}
+
+
 def test_dollar_signs_stay_literal(tmp_path: Path) -> None:
-    path = tmp_path / "docker-compose.yml"
     literal = "$HOME ${PATH} $$x"
-    path.write_text(
-        render_compose(build_deployment(**values(environment={"RAW": literal}, command=["echo", literal])))
-    )
-    service = check_compose(path, compose_binary())["services"]["shop-22000"]
+    spec = SPEC.replace("LOG_LEVEL: info", "RAW: '$HOME ${PATH} $$x'")
+    service = compose_config(render_compose(compose_file_for(request(spec), 1, [22000])), tmp_path)
     # `compose config` prints a compose file, so a literal $ comes back escaped as $$; an interpolated
     # one would have come back as the value of HOME or PATH.
-    assert service["environment"]["RAW"] == literal.replace("$", "$$")
-    assert service["command"] == ["echo", literal.replace("$", "$$")]
+    assert service["services"]["shop-22000"]["environment"]["RAW"] == literal.replace("$", "$$")
 
 
 def test_a_value_cannot_inject_yaml(tmp_path: Path) -> None:
-    hostile = "x\n    privileged: true\n    pid: host"
-    path = tmp_path / "docker-compose.yml"
-    path.write_text(
-        render_compose(build_deployment(**values(environment={"EVIL": hostile}, command=[hostile])))
-    )
-    service = check_compose(path, compose_binary())["services"]["shop-22000"]
-    assert service["environment"]["EVIL"] == hostile
+    hostile = "x\\n    privileged: true\\n    pid: host"
+    spec = SPEC.replace("LOG_LEVEL: info", f'EVIL: "{hostile}"')
+    model = compose_config(render_compose(compose_file_for(request(spec), 1, [22000])), tmp_path)
+    service = model["services"]["shop-22000"]
+    assert service["environment"]["EVIL"] == hostile.replace("\\n", "\n")
     assert "privileged" not in service and "pid" not in service
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("app: shop", "app: 'shop; rm -rf /'", "app"),
+        ("    prod:", "    'prod\\nname: x':", "service.environments"),
+        ("GREETING:", "'bad key':", "environment"),
+        ("GREETING:", "PORT:", "sets PORT, which Shipline sets per instance"),
+        ("source: /usr/lib/jvm/java-17-openjdk-amd64", "source: relative/path", "mounts"),
+        ("source: /usr/lib/jvm/java-17-openjdk-amd64", "source: /etc/../root", "mounts"),
+        ("memory: 256m", "memory: lots", "memory"),
+        ("memory: 256m", "health_path: healthz", "health_path"),
+        ("memory: 256m", "port_variable: port-var", "port_variable"),
+    ],
+)
+def test_hostile_or_invalid_values_never_reach_a_compose_file(old: str, new: str, field: str) -> None:
+    # The spec is the one place these rules live: a value it refuses never gets as far as a request.
+    with pytest.raises(SpecError) as caught:
+        parse_spec(SPEC.replace(old, new, 1))
+    assert field in caught.value.message
 
 
 @pytest.mark.parametrize(
     ("override", "field"),
     [
-        ({"app": "shop; rm -rf /"}, "app"),
-        ({"app": "Shop"}, "app"),
-        ({"env": "prod\nname: x"}, "env"),
-        ({"env": "{{ 7*7 }}"}, "env"),
-        ({"instances": [{"port": 70000}]}, "port"),
-        ({"instances": [{"port": "22000; x"}]}, "port"),
-        ({"instances": [{"port": 22000}, {"port": 22000}]}, "instance ports repeat"),
-        ({"instances": []}, "instances"),
         ({"digest": "latest"}, "digest"),
         ({"image": "127.0.0.1:5000/apps/shop:latest@sha256:1"}, "image"),
-        ({"environment": {"bad key": "x"}}, "environment"),
-        ({"environment": {"PORT": "1"}}, "PORT is set per instance"),
-        ({"mounts": [{"source": "relative/path", "target": "/x"}]}, "mounts"),
-        ({"mounts": [{"source": "/etc/../root", "target": "/x"}]}, "mounts"),
-        ({"memory": "lots"}, "memory"),
-        ({"health_path": "healthz"}, "health_path"),
-        ({"port_variable": "port-var"}, "port_variable"),
+        ({"env": "{{ 7*7 }}"}, "env"),
     ],
 )
-def test_hostile_or_invalid_values_are_rejected_before_rendering(
-    override: dict[str, Any], field: str
-) -> None:
-    with pytest.raises(ConfigError) as caught:
-        build_deployment(**values(**override))
-    assert field in caught.value.message
+def test_a_request_refuses_what_the_spec_does_not_check(override: dict[str, str], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        ReleaseRequest.model_validate({**request().model_dump(), **override})
+
+
+def test_the_file_is_written_whole_under_the_release(tmp_path: Path) -> None:
+    compose = compose_file_for(request(), 7, [22000])
+    path, text = write_compose_file(tmp_path, compose)
+    assert (
+        path == compose_path(tmp_path, compose) == tmp_path / "releases" / "shop" / "prod" / "7" / path.name
+    )
+    assert path.read_text() == text == render_compose(compose)
+    assert [p.name for p in path.parent.iterdir()] == ["docker-compose.yml"]  # no temporary file left
 
 
 def test_golden_file_is_valid_yaml() -> None:

@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 from shipline.config import Settings
-from shipline.discovery import Discovery
-from shipline.registry import Instance
+from shipline.discovery.discover import Discovery
+from shipline.discovery.instances import Instance
 
 
 class SlowNginx:

@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shipline.dora import dora_metrics
-from shipline.releases import Release, ReleaseStatus
+from shipline.release.dora import dora_metrics
+from shipline.release.history import Release, ReleaseStatus
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

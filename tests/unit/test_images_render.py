@@ -1,6 +1,6 @@
 """Dockerfiles of the layers: FROM by digest, only the artifact copied, labels last."""
 
-from shipline.images import _render, middleware_names
+from shipline.build.images import _render, middleware_names
 
 
 def test_app_dockerfile_copies_only_the_artifact_and_puts_labels_last() -> None:

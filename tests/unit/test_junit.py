@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from shipline.build.junit import parse_junit
 from shipline.errors import TestFailure
-from shipline.junit import parse_junit
 
 REPORT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="5">

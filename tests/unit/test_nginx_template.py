@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 
 from shipline.config import Settings
-from shipline.nginx import render_app
-from shipline.registry import Instance
+from shipline.discovery.instances import Instance
+from shipline.discovery.nginx import render_app
 
 
 def test_an_edited_template_is_used_on_the_next_render(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import SecretStr
 
 from shipline.errors import NotifyError
-from shipline.notify import Outcome, ReleaseNotice, notify_blocks, report_to_gitlab
+from shipline.release.notify import Outcome, ReleaseNotice, notify_blocks, report_to_gitlab
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

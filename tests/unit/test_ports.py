@@ -2,7 +2,7 @@ import os
 import socket
 from pathlib import Path
 
-from shipline.stack.ports import find_listener, port_accepts
+from shipline.stack.sockets import find_listener
 
 
 def _listening_socket() -> socket.socket:
@@ -19,14 +19,12 @@ def test_listener_is_this_process() -> None:
         assert listener is not None
         assert listener.pid == os.getpid()
         assert str(os.getpid()) in listener.describe()
-        assert port_accepts("127.0.0.1", port)
 
 
 def test_free_port_has_no_listener() -> None:
     with _listening_socket() as server:
         port = server.getsockname()[1]
     assert find_listener(port) is None
-    assert not port_accepts("127.0.0.1", port)
 
 
 def test_listener_found_in_a_fake_proc_tree(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from shipline.errors import StackError
-from shipline.stack.processes import ProcessTable, group_members, process_start_ticks
+from shipline.stack.processes import ProcessTable, process_start_ticks
+from tests.processes import group_members
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

@@ -1,7 +1,7 @@
 import pytest
 
+from shipline.discovery.instances import Instance, instance_key, parse_key, prefix
 from shipline.errors import ConfigError
-from shipline.registry import Instance, instance_key, parse_key, prefix
 
 
 def test_key_layout_is_the_legacy_confd_one() -> None:

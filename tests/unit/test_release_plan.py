@@ -1,12 +1,12 @@
 from pathlib import Path
 
-from shipline.release_plan import request_from_spec
+from shipline.release.plan import request_from_spec
 from shipline.spec import load_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-python"
 
 
-def test_request_takes_the_environment_s_settings() -> None:
+def test_request_takes_the_environment_s_settings_from_the_spec_itself() -> None:
     spec = load_spec(EXAMPLE)
     prod = request_from_spec(
         spec,
@@ -16,10 +16,11 @@ def test_request_takes_the_environment_s_settings() -> None:
         sha="d" * 40,
         committed=None,
     )
-    assert prod.service.replicas == 2
-    assert prod.service.environment == {"GREETING": "hello from PROD"}
+    assert prod.service == spec.service  # one model: the spec's own section, not a copy field by field
+    assert prod.replicas(default=1) == 2
+    assert prod.settings.environment == {"GREETING": "hello from PROD"}
     assert [check.path for check in prod.auto_tests.http] == ["/healthz", "/version"]
     other = request_from_spec(
         spec, env="qa", image="r", digest="sha256:" + "c" * 64, sha="d" * 40, committed=None
     )
-    assert other.service.replicas is None and other.service.environment == {}
+    assert other.replicas(default=3) == 3 and other.settings.environment == {}

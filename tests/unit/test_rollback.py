@@ -1,8 +1,10 @@
+from typing import Any
+
 import pytest
 
 from shipline.errors import ReleaseError
-from shipline.releases import Release, ReleaseStatus
-from shipline.rollback import replay_request, rollback_target
+from shipline.release.history import Release, ReleaseStatus
+from shipline.release.lifecycle import replay_request, rollback_target
 
 REQUEST = {
     "app": "shop",
@@ -13,7 +15,7 @@ REQUEST = {
 }
 
 
-def history(*statuses: ReleaseStatus, request: dict[str, str] | None = None) -> list[Release]:
+def history(*statuses: ReleaseStatus, request: dict[str, Any] | None = None) -> list[Release]:
     return [
         Release(
             number=n,
@@ -51,3 +53,15 @@ def test_nothing_to_go_back_to() -> None:
         rollback_target(history(ReleaseStatus.FAILED, ReleaseStatus.LIVE), to=None)
     with pytest.raises(ReleaseError, match="recorded no request"):
         rollback_target(history(ReleaseStatus.SUPERSEDED, ReleaseStatus.LIVE, request={}), to=None)
+
+
+def test_a_release_recorded_before_the_one_service_model_replays_with_its_settings() -> None:
+    legacy = {
+        **REQUEST,
+        "service": {"replicas": 2, "environment": {"GREETING": "hi"}, "command": [], "health_path": "/up"},
+    }
+    (target,) = history(ReleaseStatus.LIVE, request=legacy)
+    replayed = replay_request(target)
+    assert replayed.replicas(default=1) == 2
+    assert replayed.settings.environment == {"GREETING": "hi"}
+    assert replayed.service.health_path == "/up"

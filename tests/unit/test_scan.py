@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from shipline.scan import run_local_scan
+from shipline.build.scan import run_local_scan
 from shipline.spec import ScanSpec
 
 

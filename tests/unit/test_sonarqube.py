@@ -14,8 +14,8 @@ import pytest
 from pydantic import SecretStr
 from sonarqube import SonarQubeClient
 
+from shipline.build.sonarqube import run_scanner, wait_for_gate
 from shipline.errors import ScanError
-from shipline.sonarqube import run_scanner, wait_for_gate
 
 TOKEN = "squ_test_token"
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from shipline.build.sources import resolve_source
 from shipline.errors import CheckoutError
-from shipline.sources import resolve_source
 
 
 def commits(repository: str) -> int:

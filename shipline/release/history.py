@@ -124,26 +124,10 @@ async def set_status(client: aetcd.Client, release: Release, status: ReleaseStat
     return updated
 
 
-async def get_release(client: aetcd.Client, app: str, env: str, number: int) -> Release:
-    """Release ``number`` of ``app`` in ``env``.
-
-    Raises:
-        ReleaseError: if there is no such release.
-    """
-    result = await client.get(_key(app, env, number))
-    if result is None:
-        raise ReleaseError(
-            f"{app}/{env} has no release {number}", hint=f"shipline releases {app} --env {env}"
-        )
-    return Release.model_validate_json(result.value)
-
-
-async def last_good_release(
-    client: aetcd.Client, app: str, env: str, *, before: int | None = None
-) -> Release | None:
-    """The newest release that went live (and is not a failed attempt), older than ``before`` if given."""
+def last_good(history: list[Release], *, before: int | None = None) -> Release | None:
+    """The newest release that went live (live now, or superseded since), older than ``before`` if given."""
     good = {ReleaseStatus.LIVE, ReleaseStatus.SUPERSEDED}
-    for release in reversed(await list_releases(client, app, env)):
+    for release in reversed(history):
         if release.status in good and (before is None or release.number < before):
             return release
     return None

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -22,14 +21,14 @@ from typing import Any
 
 import aetcd
 import docker
-import httpx
 from aetcd.exceptions import ClientError
 
+from shipline.discovery.instances import Instance, deregister, list_instances, register
 from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect
-from shipline.registry import Instance, deregister, list_instances, register
+from shipline.health import poll_health
 
-log = logging.getLogger("shipline.registrator")
+log = logging.getLogger("shipline.discovery.registrator")
 LABELS = ("shipline.app", "shipline.env", "shipline.port")
 
 
@@ -68,14 +67,8 @@ class Registrator:
         return instance is not None and (self.envs is None or instance.env in self.envs)
 
     async def _answers(self, instance: Instance, health: str, timeout: float = 300) -> bool:
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-            while asyncio.get_running_loop().time() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"http://{instance.ip}:{instance.port}{health}")).status_code < 400:
-                        return True
-                await asyncio.sleep(0.1)
-        return False
+        url = f"http://{instance.ip}:{instance.port}{health}"
+        return not await poll_health([url], timeout=timeout, interval=0.1)
 
     def _running(self, client: docker.DockerClient) -> list[tuple[Instance, str, str]]:
         found = []

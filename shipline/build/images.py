@@ -5,15 +5,13 @@
 - middleware: ``templates/images/middleware/{name}.Dockerfile.j2`` on top of the OS image by digest.
 - app: ``templates/images/app.Dockerfile.j2``: the built artifact on top of the middleware by digest.
 
-OS and middleware images are built once per name and version and then reused from the registry. Names:
-``{registry}/shipline/os/{name}:{version}``, ``{registry}/shipline/middleware/{name}:{version}``,
-``{registry}/apps/{app}:{sha}``.
+OS and middleware images are built once per name and version and then reused from the registry
+(``shipline.build.registry`` names them and pushes them); root filesystems come from ``shipline.build.rootfs``.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -21,101 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import httpx
 import jinja2
 from docker.errors import APIError, DockerException
-from pydantic import BaseModel
 
+from shipline.build.registry import PushedImage, Registry, push_image
+from shipline.build.rootfs import rootfs_tarball
 from shipline.config import PROJECT_ROOT
-from shipline.errors import BuildError, PushError
+from shipline.errors import BuildError
 from shipline.spec import ImageSpec, LayerRef
 
 Log = Callable[[str], None]
 TEMPLATES = PROJECT_ROOT / "templates" / "images"
-BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "env", "httpd", "mkdir", "rm", "sleep", "test", "wget", "[")
-_MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.index.v1+json",
-    ]
-)
-
-
-class PushedImage(BaseModel):
-    """An image in the registry: where, which tag, which digest."""
-
-    repository: str
-    tag: str
-    digest: str
-
-    @property
-    def by_digest(self) -> str:
-        return f"{self.repository}@{self.digest}"
-
-
-def os_repository(registry: str, layer: LayerRef) -> str:
-    return f"{registry}/shipline/os/{layer.name}"
-
-
-def middleware_repository(registry: str, layer: LayerRef) -> str:
-    return f"{registry}/shipline/middleware/{layer.name}"
-
-
-def app_repository(registry: str, app: str) -> str:
-    return f"{registry}/apps/{app}"
-
-
-def registry_digest(registry: str, repository: str, tag: str) -> str | None:
-    """The digest of ``repository:tag`` in the registry, or None if it is not there.
-
-    Raises:
-        PushError: if the registry does not answer (transient).
-    """
-    name = repository.removeprefix(f"{registry}/")
-    try:
-        response = httpx.head(
-            f"http://{registry}/v2/{name}/manifests/{tag}",
-            headers={"Accept": _MANIFEST_TYPES},
-            timeout=10,
-            trust_env=False,
-        )
-    except httpx.HTTPError as exc:
-        raise PushError(f"registry {registry} does not answer: {exc}", transient=True) from exc
-    if response.status_code == 404:
-        return None
-    if response.status_code != 200:
-        raise PushError(
-            f"registry {registry} answered {response.status_code} for {name}:{tag}", transient=True
-        )
-    return response.headers.get("Docker-Content-Digest")
-
-
-def push_image(client: docker.DockerClient, repository: str, tag: str, log: Log) -> PushedImage:
-    """Push ``repository:tag`` and return its digest.
-
-    docker-py reports push errors inside the stream without raising: every event is read, and one
-    with ``error`` fails the push.
-
-    Raises:
-        PushError: with the registry's message (transient: a retry may succeed).
-    """
-    digest = None
-    try:
-        for event in client.api.push(repository, tag=tag, stream=True, decode=True):
-            if "error" in event or "errorDetail" in event:
-                detail = event.get("errorDetail", {}).get("message") or event.get("error")
-                raise PushError(f"push of {repository}:{tag} failed: {detail}", transient=True)
-            digest = (event.get("aux") or {}).get("Digest", digest)
-            if event.get("status") and "id" not in event:
-                log(str(event["status"]))
-    except (APIError, DockerException) as exc:
-        raise PushError(f"push of {repository}:{tag} failed: {exc}", transient=True) from exc
-    if digest is None:
-        raise PushError(f"push of {repository}:{tag} reported no digest", transient=True)
-    log(f"pushed {repository}:{tag} as {digest}")
-    return PushedImage(repository=repository, tag=tag, digest=digest)
 
 
 def _stream_build(events: Iterable[dict[str, Any]], log: Log, what: str) -> str:
@@ -149,88 +63,10 @@ def middleware_names() -> list[str]:
     )
 
 
-def _rootfs_tar(layer: LayerRef, cache_dir: Path, mirror: str, log: Log) -> Path:
-    """A tarball of the OS layer's root filesystem, made once and cached."""
-    tarball = cache_dir / f"{layer.name}-{layer.version}.tar"
-    if tarball.exists():
-        return tarball
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as work:
-        root = Path(work) / "rootfs"
-        if layer.name == "busybox":
-            _busybox_rootfs(root)
-        elif layer.name == "debian":
-            # "bookworm" or "bookworm-2026.11": the suite, then an optional label that forces a fresh build.
-            _debian_rootfs(root, layer.version.split("-", 1)[0], mirror, log)
-        else:
-            raise BuildError(
-                f"unknown OS layer {layer.name!r}", hint="use debian (a Debian suite) or busybox"
-            )
-        partial = Path(work) / "rootfs.tar"
-        done = subprocess.run(
-            ["tar", "--numeric-owner", "-C", str(root), "-cf", str(partial), "."],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise BuildError(f"cannot pack the {layer.name} root filesystem: {done.stderr.strip()}")
-        partial.replace(tarball)
-    return tarball
-
-
-def _busybox_rootfs(root: Path) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        raise BuildError("busybox is not installed", hint="apt-get install busybox-static (make install)")
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(busybox, root / "bin" / "busybox")
-    for applet in BUSYBOX_APPLETS:
-        (root / "bin" / applet).symlink_to("busybox")
-    for directory in ("tmp", "etc", "app", "workspace"):
-        (root / directory).mkdir()
-    (root / "tmp").chmod(0o1777)
-    (root / "etc" / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
-    )
-    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-
-
-def _debian_rootfs(root: Path, suite: str, mirror: str, log: Log) -> None:
-    log(f"debootstrap --variant=minbase {suite} from {mirror}")
-    done = subprocess.run(
-        ["debootstrap", "--variant=minbase", suite, str(root), mirror],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if done.returncode != 0:
-        last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise BuildError(
-            f"debootstrap of {suite} failed: {last[0]}",
-            hint="check the mirror, or SHIPLINE_DEBIAN_MIRROR",
-            transient=True,
-        )
-    # What an image does not need: package caches, lists, docs, man pages, logs.
-    for pattern in (
-        "var/cache/apt/archives/*.deb",
-        "var/lib/apt/lists/*",
-        "usr/share/doc/*",
-        "usr/share/man/*",
-        "var/log/*.log",
-    ):
-        for path in root.glob(pattern):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-
-
 def ensure_os_image(
     client: docker.DockerClient,
     *,
-    registry: str,
+    registry: Registry,
     layer: LayerRef,
     cache_dir: Path,
     mirror: str,
@@ -238,13 +74,13 @@ def ensure_os_image(
     rebuild: bool = False,
 ) -> PushedImage:
     """The OS image in the registry: reused if there, else built from a root filesystem and pushed."""
-    repository = os_repository(registry, layer)
-    if not rebuild and (digest := registry_digest(registry, repository, layer.version)):
+    repository = registry.os_repository(layer)
+    if not rebuild and (digest := registry.manifest_digest(repository, layer.version)):
         log(f"reusing {repository}:{layer.version} ({digest})")
         return PushedImage(repository=repository, tag=layer.version, digest=digest)
     if rebuild:
         (cache_dir / f"{layer.name}-{layer.version}.tar").unlink(missing_ok=True)
-    tarball = _rootfs_tar(layer, cache_dir, mirror, log)
+    tarball = rootfs_tarball(layer, cache_dir, mirror, log)
     try:
         client.api.import_image(
             src=str(tarball), repository=repository, tag=layer.version, changes=['CMD ["/bin/sh"]']
@@ -257,7 +93,7 @@ def ensure_os_image(
 def ensure_middleware_image(
     client: docker.DockerClient,
     *,
-    registry: str,
+    registry: Registry,
     layer: LayerRef,
     os_image: PushedImage,
     log: Log,
@@ -268,8 +104,8 @@ def ensure_middleware_image(
         raise BuildError(
             f"unknown middleware {layer.name!r}", hint=f"available: {', '.join(middleware_names())}"
         )
-    repository = middleware_repository(registry, layer)
-    if not rebuild and (digest := registry_digest(registry, repository, layer.version)):
+    repository = registry.middleware_repository(layer)
+    if not rebuild and (digest := registry.manifest_digest(repository, layer.version)):
         log(f"reusing {repository}:{layer.version} ({digest})")
         return PushedImage(repository=repository, tag=layer.version, digest=digest)
     dockerfile = _render(
@@ -292,7 +128,7 @@ def ensure_middleware_image(
 def build_app_image(
     client: docker.DockerClient,
     *,
-    registry: str,
+    registry: Registry,
     app: str,
     sha: str,
     source: str,
@@ -324,7 +160,7 @@ def build_app_image(
         command=image.command,
         labels=labels,
     )
-    repository = app_repository(registry, app)
+    repository = registry.app_repository(app)
     with tempfile.TemporaryDirectory() as context:
         # A directory's contents land in copy_artifact_to; a file lands there under its own name.
         target = Path(context) / "artifact"
@@ -341,13 +177,8 @@ def build_app_image(
         return _stream_build(events, log, f"{repository}:{sha}")
 
 
-def layer_digests(client: docker.DockerClient, reference: str) -> list[str]:
-    """The filesystem layers (diff ids) of a local image, bottom first."""
-    return list(client.images.get(reference).attrs["RootFS"]["Layers"])
-
-
 def rebase_app_image(
-    client: docker.DockerClient, *, registry: str, app_image: str, middleware: PushedImage, tag: str, log: Log
+    client: docker.DockerClient, *, registry: Registry, app_image: str, middleware: PushedImage, tag: str, log: Log
 ) -> PushedImage:
     """Rebuild an app image on new middleware without recompiling, and push it as ``tag``.
 
@@ -378,7 +209,7 @@ def rebase_app_image(
         command=config.get("Cmd") or [],
         labels=labels,
     )
-    repository = app_repository(registry, labels["shipline.app"])
+    repository = registry.app_repository(labels["shipline.app"])
     with tempfile.TemporaryDirectory() as context:
         (Path(context) / "Dockerfile").write_text(dockerfile)
         events = client.api.build(

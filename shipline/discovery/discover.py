@@ -21,10 +21,10 @@ from pathlib import Path
 from aetcd.exceptions import ClientError
 
 from shipline.config import Settings
+from shipline.discovery.instances import Instance, parse_key
+from shipline.discovery.nginx import NginxConfig, file_name, render_app
 from shipline.errors import DiscoveryError, ServiceUnavailableError
 from shipline.etcd_client import connect
-from shipline.nginx import NginxConfig, file_name, render_app
-from shipline.registry import Instance, parse_key
 
 log = logging.getLogger("shipline.discover")
 MARKER = "# Rendered by shipline discover"

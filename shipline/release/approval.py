@@ -16,6 +16,7 @@ from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.input import RunInput
 
 from shipline.errors import ApprovalError
+from shipline.release.plan import ReleaseRequest
 
 
 class ApprovalDecision(RunInput):
@@ -49,6 +50,30 @@ def wait_for_approval(*, app: str, env: str, digest: str, timeout_seconds: int) 
         decision = ApprovalDecision(approve=False, comment=f"no answer within {timeout_seconds}s: rejected")
     verdict = "granted" if decision.approve else "refused"
     logger.info("approval %s by %s: %s", verdict, decision.reviewer or "?", decision.comment)
+    return decision
+
+
+def approve_release(request: ReleaseRequest, *, required: bool) -> ApprovalDecision | None:
+    """The approval step of a release: when ``required``, wait for an operator's answer.
+
+    Must be called from inside the release's flow run.
+
+    Returns:
+        The approving decision, or None when no approval is required.
+
+    Raises:
+        ApprovalError: if the release is rejected, or nobody answers within the request's timeout.
+    """
+    if not required:
+        return None
+    decision = wait_for_approval(
+        app=request.app,
+        env=request.env,
+        digest=request.digest,
+        timeout_seconds=request.approval_timeout_seconds,
+    )
+    if not decision.approve:
+        raise ApprovalError(f"{request.app} to {request.env} not approved: {decision.comment or 'rejected'}")
     return decision
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +75,3 @@ def find_listener(port: int, *, proc: Path = Path("/proc")) -> Listener | None:
     if owner is None:
         return Listener(port, None, None)
     return Listener(port, owner[0], owner[1])
-
-
-def port_accepts(host: str, port: int, *, timeout: float = 0.5) -> bool:
-    """True if a TCP connection to host:port succeeds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from shipline.errors import ScanError
+from shipline.programs import find_program
 from shipline.spec import ScanSpec
 
 
@@ -36,7 +37,7 @@ class ScanReport(BaseModel):
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    found = find_program(name)
     if found is None:
         raise ScanError(f"scan tool {name} is not installed", hint="make install")
     return found

@@ -21,9 +21,10 @@ from pathlib import Path
 import jinja2
 
 from shipline.config import PROJECT_ROOT, Settings
+from shipline.discovery.instances import Instance
 from shipline.errors import DiscoveryError
+from shipline.files import write_atomically
 from shipline.names import validate_name
-from shipline.registry import Instance
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "nginx" / "app.conf.j2"
 
@@ -151,7 +152,7 @@ class NginxConfig:
                 hint="check the nginx template (SHIPLINE_NGINX_TEMPLATE)",
             )
         for name, text in changed.items():
-            _write_atomic(self.conf_dir / name, text)
+            write_atomically(self.conf_dir / name, text)  # nginx's include never sees .*.tmp
         self._reload()
         return True
 
@@ -170,9 +171,3 @@ def _stage(live: Path, staged: Path) -> None:
         os.link(live, staged)
     except OSError:
         shutil.copyfile(live, staged)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")  # not *.conf: nginx's include never sees a half-written file
-    tmp.write_text(text)
-    tmp.replace(path)

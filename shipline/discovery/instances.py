@@ -7,12 +7,14 @@ the key expires within the TTL. Platform state lives under ``/shipline/`` and ne
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 
 import aetcd
 from pydantic import BaseModel
 
+from shipline.etcd_client import connect
 from shipline.names import validate_name, validate_port
 
 _KEY = re.compile(
@@ -97,3 +99,26 @@ async def list_instances(
             continue
         found.append(instance)
     return sorted(found, key=lambda i: (i.app, i.env, i.ip, i.port))
+
+
+def wait_until_registered(
+    etcd_url: str, *, app: str, env: str, addresses: set[str], timeout: float, interval: float = 0.2
+) -> bool:
+    """Wait until every ``ip:port`` of ``addresses`` is registered for ``app`` in ``env``.
+
+    Returns:
+        True once they all are; False if ``timeout`` seconds pass first.
+    """
+
+    async def wait() -> bool:
+        async with connect(etcd_url) as client:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                found = {i.address for i in await list_instances(client, app=app, env=env)}
+                if addresses <= found:
+                    return True
+                if asyncio.get_running_loop().time() > deadline:
+                    return False
+                await asyncio.sleep(interval)
+
+    return asyncio.run(wait())

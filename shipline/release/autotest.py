@@ -7,31 +7,9 @@ import subprocess
 import time
 
 import httpx
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
 
-
-class HttpCheck(BaseModel):
-    """GET a path; expect a status and, optionally, a text in the body."""
-
-    path: str = "/"
-    status: int = Field(default=200, ge=100, le=599)
-    contains: str | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c in value for c in " \r\n\t"):
-            raise ValueError(f"{value!r} is not a URL path")
-        return value
-
-
-class AutoTests(BaseModel):
-    """What to run against a release before it takes traffic."""
-
-    http: list[HttpCheck] = Field(default_factory=list)
-    command: list[str] = Field(default_factory=list)
-    """Run on the environment's host with BASE_URL in its environment; exit 0 means pass."""
-    timeout_seconds: float = Field(default=120, gt=0)
+from shipline.spec import AutoTests, HttpCheck
 
 
 class CheckResult(BaseModel):

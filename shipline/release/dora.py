@@ -8,7 +8,7 @@ from statistics import median
 
 from pydantic import BaseModel
 
-from shipline.releases import Release, ReleaseStatus
+from shipline.release.history import Release, ReleaseStatus
 
 _GOOD = {ReleaseStatus.LIVE, ReleaseStatus.SUPERSEDED}
 _BAD = {ReleaseStatus.FAILED, ReleaseStatus.ROLLED_BACK}

@@ -1,0 +1,89 @@
+"""The docker-compose file of one release of an app in one environment, derived from the release request.
+
+Nothing is validated here a second time: the service settings were validated with the app spec
+(``shipline.spec``), the image and digest with the request (``shipline.release.plan``), and the ports
+come from the allocator. The template renders every value as a JSON string (and ``$`` as ``$$``), so no
+value can break out of the field it belongs to or be interpolated by Compose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field
+
+from shipline.config import PROJECT_ROOT
+from shipline.files import write_atomically
+from shipline.release.plan import ReleaseRequest
+from shipline.spec import ServiceSpec
+
+
+class ComposeFile(BaseModel):
+    """What one release's compose file holds: one service per instance, each on its own port."""
+
+    model_config = ConfigDict(frozen=True)
+    app: str
+    env: str
+    release: int = Field(ge=1)
+    image: str
+    digest: str
+    ports: list[int] = Field(min_length=1, max_length=64)
+    service: ServiceSpec
+    environment: dict[str, str]
+
+    @property
+    def project(self) -> str:
+        return f"{self.app}-{self.env}"
+
+    @property
+    def image_reference(self) -> str:
+        return f"{self.image}@{self.digest}"
+
+    def service_name(self, port: int) -> str:
+        return f"{self.app}-{port}"
+
+    @property
+    def service_names(self) -> list[str]:
+        return [self.service_name(port) for port in self.ports]
+
+
+def compose_file_for(request: ReleaseRequest, release: int, ports: list[int]) -> ComposeFile:
+    """The compose file of release ``release`` of ``request``, one instance on each of ``ports``."""
+    return ComposeFile(
+        app=request.app,
+        env=request.env,
+        release=release,
+        image=request.image,
+        digest=request.digest,
+        ports=ports,
+        service=request.service,
+        environment=request.settings.environment,
+    )
+
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(PROJECT_ROOT / "templates" / "compose"),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,  # noqa: S701 - renders YAML; every value passes through tojson
+    keep_trailing_newline=True,
+)
+_environment.filters["compose_literal"] = lambda value: str(value).replace("$", "$$")
+
+
+def render_compose(compose: ComposeFile) -> str:
+    """The compose file's text."""
+    return _environment.get_template("docker-compose.yml.j2").render(c=compose, s=compose.service)
+
+
+def compose_path(home: Path, compose: ComposeFile) -> Path:
+    """Where a release's compose file is kept on the environment's host: under Shipline's home."""
+    return home / "releases" / compose.app / compose.env / str(compose.release) / "docker-compose.yml"
+
+
+def write_compose_file(home: Path, compose: ComposeFile) -> tuple[Path, str]:
+    """Render the compose file and write it in one step; return where, and its text."""
+    text = render_compose(compose)
+    path = compose_path(home, compose)
+    write_atomically(path, text)
+    return path, text
