@@ -14,7 +14,7 @@ from tests.processes import group_members
 
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
-    prefect, etcd, peer, registry, nginx, webhook, discover = free_ports(7)
+    prefect, etcd, peer, registry, nginx, discover = free_ports(6)
     env = {
         "SHIPLINE_HOME": str(tmp_path / "home"),
         "SHIPLINE_PREFECT_PORT": str(prefect),
@@ -22,7 +22,6 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         "SHIPLINE_ETCD_PEER_PORT": str(peer),
         "SHIPLINE_REGISTRY_PORT": str(registry),
         "SHIPLINE_NGINX_PORT": str(nginx),
-        "SHIPLINE_WEBHOOK_PORT": str(webhook),
         "SHIPLINE_DISCOVER_PORT": str(discover),
         "SHIPLINE_DOCKER_SOCKET": str(tmp_path / "no-docker.sock"),
     }
