@@ -52,7 +52,8 @@ def run(settings: Settings) -> dict[str, float]:
     middleware_layer = LayerRef(
         name=spec.image.middleware.name, version=f"{spec.image.middleware.version}-{tag}"
     )
-    repository = Registry(address=settings.registry_address).app_repository(f"bench-{tag}")
+    registry = Registry(address=settings.registry_address)
+    repository = registry.app_repository(f"bench-{tag}")
     quiet = lambda line: None  # noqa: E731
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -71,7 +72,7 @@ def run(settings: Settings) -> dict[str, float]:
             assert code == 0
             build_app_image(
                 client,
-                registry=Registry(address=settings.registry_address),
+                registry=registry,
                 app=f"bench-{tag}",
                 sha=sha,
                 source="bench",
@@ -86,18 +87,14 @@ def run(settings: Settings) -> dict[str, float]:
         started = time.monotonic()
         os_image = ensure_os_image(
             client,
-            registry=Registry(address=settings.registry_address),
+            registry=registry,
             layer=os_layer,
             cache_dir=Path(scratch) / "rootfs",
             mirror=settings.debian_mirror,
             log=quiet,
         )
         middleware = ensure_middleware_image(
-            client,
-            registry=Registry(address=settings.registry_address),
-            layer=middleware_layer,
-            os_image=os_image,
-            log=quiet,
+            client, registry=registry, layer=middleware_layer, os_image=os_image, log=quiet
         )
         compile_and_build("1" * 40, middleware)
         cold_seconds = time.monotonic() - started
@@ -108,11 +105,7 @@ def run(settings: Settings) -> dict[str, float]:
         before = _blob_bytes(settings)
         started = time.monotonic()
         middleware = ensure_middleware_image(
-            client,
-            registry=Registry(address=settings.registry_address),
-            layer=middleware_layer,
-            os_image=os_image,
-            log=quiet,
+            client, registry=registry, layer=middleware_layer, os_image=os_image, log=quiet
         )
         compile_and_build("2" * 40, middleware)
         warm_seconds = time.monotonic() - started

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, cast
+from typing import ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field, model_validator
 
-from shipline.errors import ConfigError
+from blocks.documents import load_document
 
 
 class ShiplineEnvironment(Block):
@@ -53,10 +53,9 @@ class ShiplineEnvironment(Block):
         Raises:
             ConfigError: if no such environment is configured.
         """
-        try:
-            return cast(ShiplineEnvironment, cls.load(env))
-        except ValueError as exc:
-            raise ConfigError(
-                f"no environment {env!r}: there is no shipline-environment/{env} block",
-                hint="shipline up creates ci, pre and prod; create others in the Prefect UI (Blocks)",
-            ) from exc
+        return load_document(
+            cls,
+            env,
+            what=f"no environment {env!r}",
+            hint="shipline up creates ci, pre and prod; create others in the Prefect UI (Blocks)",
+        )

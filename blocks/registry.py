@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, cast
+from typing import ClassVar
 
 import docker
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.documents import load_document
 from shipline.build.registry import Registry
 from shipline.docker import docker_client
-from shipline.errors import ConfigError
 
 DEFAULT = "default"
 
@@ -34,13 +34,12 @@ class ShiplineRegistry(Block):
         Raises:
             ConfigError: if there is none.
         """
-        try:
-            return cast(ShiplineRegistry, cls.load(DEFAULT))
-        except ValueError as exc:
-            raise ConfigError(
-                f"there is no shipline-registry/{DEFAULT} block",
-                hint="shipline up creates it; or create it in the Prefect UI (Blocks)",
-            ) from exc
+        return load_document(
+            cls,
+            DEFAULT,
+            what="no registry",
+            hint="shipline up creates it; or create it in the Prefect UI (Blocks)",
+        )
 
     def registry(self) -> Registry:
         """Where images go, as the build code takes it."""

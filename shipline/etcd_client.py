@@ -41,3 +41,18 @@ async def connect(url: str, *, timeout: float = 5.0) -> AsyncIterator[aetcd.Clie
             f"etcd at {url} does not answer",
             hint="shipline up starts the local etcd; shipline status shows it",
         ) from exc
+
+
+async def create_if_absent(
+    client: aetcd.Client, key: bytes, value: bytes, *, lease: aetcd.Lease | None = None
+) -> bool:
+    """Put ``key`` only if it does not exist, in one transaction; True if this call created it.
+
+    Two callers racing for one key (a release number, a port) both try; exactly one wins.
+    """
+    won, _ = await client.transaction(
+        compare=[client.transactions.version(key) == 0],
+        success=[client.transactions.put(key, value, lease=lease)],
+        failure=[],
+    )
+    return bool(won)

@@ -20,25 +20,33 @@ from shipline.spec import ServiceSpec
 
 
 class ComposeFile(BaseModel):
-    """What one release's compose file holds: one service per instance, each on its own port."""
+    """What one release's compose file holds: the request's service, one instance on each of ``ports``."""
 
     model_config = ConfigDict(frozen=True)
-    app: str
-    env: str
+    request: ReleaseRequest
     release: int = Field(ge=1)
-    image: str
-    digest: str
     ports: list[int] = Field(min_length=1, max_length=64)
-    service: ServiceSpec
-    environment: dict[str, str]
+
+    @property
+    def app(self) -> str:
+        return self.request.app
+
+    @property
+    def env(self) -> str:
+        return self.request.env
+
+    @property
+    def service(self) -> ServiceSpec:
+        return self.request.service
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The app's variables in this environment (the port variable is set per instance)."""
+        return self.request.settings.environment
 
     @property
     def project(self) -> str:
         return f"{self.app}-{self.env}"
-
-    @property
-    def image_reference(self) -> str:
-        return f"{self.image}@{self.digest}"
 
     def service_name(self, port: int) -> str:
         return f"{self.app}-{port}"
@@ -50,16 +58,7 @@ class ComposeFile(BaseModel):
 
 def compose_file_for(request: ReleaseRequest, release: int, ports: list[int]) -> ComposeFile:
     """The compose file of release ``release`` of ``request``, one instance on each of ``ports``."""
-    return ComposeFile(
-        app=request.app,
-        env=request.env,
-        release=release,
-        image=request.image,
-        digest=request.digest,
-        ports=ports,
-        service=request.service,
-        environment=request.settings.environment,
-    )
+    return ComposeFile(request=request, release=release, ports=ports)
 
 
 _environment = jinja2.Environment(

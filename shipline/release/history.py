@@ -15,6 +15,7 @@ import aetcd
 from pydantic import BaseModel, Field
 
 from shipline.errors import ReleaseError
+from shipline.etcd_client import create_if_absent
 from shipline.names import validate_name
 
 PREFIX = "/shipline/releases"
@@ -29,10 +30,9 @@ class ReleaseStatus(StrEnum):
     SUPERSEDED = "superseded"
 
 
-class Release(BaseModel):
-    """One deployment of one image digest to one environment."""
+class ReleaseSubject(BaseModel):
+    """Which image digest of which app, built from which commit, goes to which environment."""
 
-    number: int
     app: str
     env: str
     image: str
@@ -41,17 +41,23 @@ class Release(BaseModel):
     sha: str
     committed: datetime | None = None
     """Commit time of ``sha``: the start of the change's lead time."""
+
+    @property
+    def reference(self) -> str:
+        """The image by digest, as it is deployed."""
+        return f"{self.image}@{self.digest}"
+
+
+class Release(ReleaseSubject):
+    """One deployment of one image digest to one environment."""
+
+    number: int
     flow_run_id: str | None = None
     request: dict[str, Any] = Field(default_factory=dict)
     """The release request (shipline.release_plan.ReleaseRequest) that made it: a rollback replays it."""
     status: ReleaseStatus = ReleaseStatus.DEPLOYING
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     finished: datetime | None = None
-
-    @property
-    def reference(self) -> str:
-        """The image by digest, as it is deployed."""
-        return f"{self.image}@{self.digest}"
 
 
 def _prefix(app: str, env: str) -> str:
@@ -104,13 +110,7 @@ async def record_release(
             flow_run_id=flow_run_id,
             request=request or {},
         )
-        key = _key(app, env, number)
-        won, _ = await client.transaction(
-            compare=[client.transactions.version(key) == 0],
-            success=[client.transactions.put(key, release.model_dump_json().encode())],
-            failure=[],
-        )
-        if won:
+        if await create_if_absent(client, _key(app, env, number), release.model_dump_json().encode()):
             return release
     raise ReleaseError(f"{app}/{env}: could not claim a release number", transient=True)
 

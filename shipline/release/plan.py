@@ -10,9 +10,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shipline.names import NAME_PATTERN
+from shipline.release.history import ReleaseSubject
 from shipline.release.notify import Outcome, ReleaseNotice
 from shipline.spec import AppSpec, AutoTests, EnvironmentSettings, ServiceSpec
 
@@ -20,16 +21,9 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _REPOSITORY = re.compile(r"[a-z0-9][a-z0-9._:/-]{0,254}")
 
 
-class ReleaseRequest(BaseModel):
-    """Deploy ``image@digest`` of ``app`` (built from ``sha``) to ``env``."""
+class ReleaseRequest(ReleaseSubject):
+    """Deploy ``image@digest`` of ``app`` (built from ``sha``) to ``env``, as the app spec says."""
 
-    app: str
-    env: str
-    image: str
-    """Repository, e.g. 127.0.0.1:5000/apps/shop."""
-    digest: str
-    sha: str
-    committed: datetime | None = None
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     auto_tests: AutoTests = Field(default_factory=AutoTests)
     notification_blocks: list[str] = Field(default_factory=list)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from shipline.docker import docker_client
 from shipline.errors import PortAllocationError
-from shipline.etcd_client import connect
+from shipline.etcd_client import connect, create_if_absent
 from shipline.names import validate_name, validate_port
 from shipline.stack.sockets import listening_ports
 
@@ -101,12 +101,7 @@ async def reserve_ports(
             continue
         key = f"{prefix}{port}".encode()
         value = PortReservation(host=host, port=port, app=app, env=env).model_dump_json().encode()
-        won, _ = await client.transaction(
-            compare=[client.transactions.version(key) == 0],
-            success=[client.transactions.put(key, value, lease=lease)],
-            failure=[],
-        )
-        if won:
+        if await create_if_absent(client, key, value, lease=lease):
             granted.append(port)
     if len(granted) < count:
         await release_ports(client, host=host, ports=granted)

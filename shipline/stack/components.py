@@ -303,10 +303,25 @@ def _group_exists(name: str) -> bool:
 
 
 @dataclass
-class PrefectServer(Component):
+class ProjectProcess(Component):
+    """A component this project's Python runs (Prefect's server and workers, Shipline's daemons).
+
+    It runs from the virtualenv's interpreter with the stack's Prefect settings in its environment.
+    """
+
+    package: str = "the project virtualenv (make install)"
+
+    def resolve_binary(self) -> str | None:
+        return sys.executable
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, **self.settings.prefect_environment()}
+
+
+@dataclass
+class PrefectServer(ProjectProcess):
     name: str = "prefect"
     binary: str = "prefect"
-    package: str = "the project virtualenv (make install)"
     start_timeout: float = 180.0
 
     def __post_init__(self) -> None:
@@ -316,14 +331,8 @@ class PrefectServer(Component):
     def url(self) -> str:
         return self.settings.prefect_url
 
-    def resolve_binary(self) -> str | None:
-        return sys.executable
-
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.settings.prefect_environment())
-        env["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
-        return env
+        return {**super().environment(), "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
 
     def prepare(self) -> None:
         self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
@@ -348,12 +357,11 @@ class PrefectServer(Component):
 
 
 @dataclass
-class DiscoverDaemon(Component):
+class DiscoverDaemon(ProjectProcess):
     """``shipline discover``: renders nginx from the instances registered in etcd."""
 
     name: str = "discover"
     binary: str = "shipline"
-    package: str = "the project virtualenv (make install)"
     start_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -362,14 +370,6 @@ class DiscoverDaemon(Component):
     @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.discover_port}/metrics"
-
-    def resolve_binary(self) -> str | None:
-        return sys.executable
-
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.settings.prefect_environment())
-        return env
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "shipline", "discover"]
@@ -380,25 +380,16 @@ class DiscoverDaemon(Component):
 
 
 @dataclass
-class RegistratorDaemon(Component):
+class RegistratorDaemon(ProjectProcess):
     """``shipline registrator``: this host's Shipline containers in etcd (every environment)."""
 
     name: str = "registrator"
     binary: str = "shipline"
-    package: str = "the project virtualenv (make install)"
     start_timeout: float = 30.0
 
     @property
     def url(self) -> str:
         return f"{self.settings.etcd_url} (/{{APP}}_{{ENV}}/)"
-
-    def resolve_binary(self) -> str | None:
-        return sys.executable
-
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.settings.prefect_environment())
-        return env
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "shipline", "registrator"]
@@ -416,12 +407,11 @@ class RegistratorDaemon(Component):
 
 
 @dataclass
-class Worker(Component):
+class Worker(ProjectProcess):
     """A Prefect process worker serving one environment's work pool."""
 
     pool: str = "ci"
     binary: str = "prefect"
-    package: str = "the project virtualenv (make install)"
     start_timeout: float = 60.0
     needs: tuple[str, ...] = ("prefect",)
 
@@ -436,16 +426,13 @@ class Worker(Component):
     def url(self) -> str:
         return f"{self.settings.prefect_url}/work-pools/work-pool/{self.pool}"
 
-    def resolve_binary(self) -> str | None:
-        return sys.executable
-
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.settings.prefect_environment())
         # Flows read which environment they run in from their worker.
-        env["SHIPLINE_WORKER_POOL"] = self.pool
-        env["SHIPLINE_WORKER_NAME"] = self.worker_name
-        return env
+        return {
+            **super().environment(),
+            "SHIPLINE_WORKER_POOL": self.pool,
+            "SHIPLINE_WORKER_NAME": self.worker_name,
+        }
 
     def command(self) -> list[str]:
         return [
