@@ -28,7 +28,7 @@ from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect
 from shipline.health import poll_health
 
-log = logging.getLogger("shipline.discovery.registrator")
+log = logging.getLogger("shipline.registrator")
 LABELS = ("shipline.app", "shipline.env", "shipline.port")
 
 
