@@ -6,7 +6,7 @@
 - app: ``templates/images/app.Dockerfile.j2``: the built artifact on top of the middleware by digest.
 
 OS and middleware images are built once per name and version and then reused from the registry
-(``shipline.build.registry`` names them and pushes them); root filesystems come from ``shipline.build.rootfs``.
+(``shipline.build.registry`` names and pushes them); root filesystems come from ``shipline.build.rootfs``.
 """
 
 from __future__ import annotations
@@ -178,7 +178,13 @@ def build_app_image(
 
 
 def rebase_app_image(
-    client: docker.DockerClient, *, registry: Registry, app_image: str, middleware: PushedImage, tag: str, log: Log
+    client: docker.DockerClient,
+    *,
+    registry: Registry,
+    app_image: str,
+    middleware: PushedImage,
+    tag: str,
+    log: Log,
 ) -> PushedImage:
     """Rebuild an app image on new middleware without recompiling, and push it as ``tag``.
 

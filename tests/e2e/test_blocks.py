@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from shipline.config import Settings
 from shipline.delivery import follow_delivery
 from shipline.programs import find_program
 from tests.images import free_ports
+from tests.waiting import eventually
 
 SPEC = """\
 app: {app}
@@ -54,19 +53,18 @@ def second_registry(tmp_path: Path) -> Iterator[str]:
         [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{address}/v2/", trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"the second registry did not answer at {address} within 20 s")
+        eventually(lambda: answers(address), timeout=20, what=f"the second registry at {address}")
         yield address
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def answers(address: str) -> bool:
+    try:
+        return httpx.get(f"http://{address}/v2/", trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture
@@ -78,10 +76,9 @@ def registry_block(settings: Settings) -> Iterator[ShiplineRegistry]:
 
 
 def test_an_edited_registry_block_moves_the_next_build(
-    settings: Settings, tmp_path: Path, second_registry: str, registry_block: ShiplineRegistry
+    settings: Settings, tmp_path: Path, app: str, second_registry: str, registry_block: ShiplineRegistry
 ) -> None:
     assert registry_block.address == settings.registry_address
-    app = f"blk-{uuid.uuid4().hex[:8]}"
     (tmp_path / app).mkdir()
     (tmp_path / app / "shipline.yaml").write_text(SPEC.format(app=app))
 

@@ -5,8 +5,6 @@ import json
 import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,7 +18,7 @@ from shipline.build.registry import Registry
 from shipline.config import Settings
 from shipline.docker import docker_client
 from shipline.etcd_client import connect
-from shipline.release.deploy import running_instances, stop_instances
+from shipline.release.deploy import running_instances
 from shipline.release.history import list_releases
 from tests.images import layer_digests
 
@@ -28,17 +26,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-python"
 
 
 @pytest.fixture
-def sample(tmp_path: Path, settings: Settings) -> Iterator[Path]:
-    """The Python sample under an app name of this test only."""
-    name = f"dl-{uuid.uuid4().hex[:8]}"
-    copy = tmp_path / name
+def sample(tmp_path: Path, app: str) -> Path:
+    """The Python sample under this test's app name."""
+    copy = tmp_path / app
     shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("__pycache__", "reports", "REVISION"))
     spec = copy / "shipline.yaml"
-    spec.write_text(spec.read_text().replace("app: hello-python", f"app: {name}"))
-    yield copy
-    client = docker_client(settings.docker_url)
-    for env in ("pre", "prod"):
-        stop_instances(client, running_instances(client, app=name, env=env), grace_seconds=2)
+    spec.write_text(spec.read_text().replace("app: hello-python", f"app: {app}"))
+    return copy
 
 
 def shipline_run(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -161,23 +155,18 @@ def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
     assert releases_of(settings, sample.name, "pre") == []
 
 
-def test_java_sample_runs_on_the_hosts_jre(settings: Settings, tmp_path: Path) -> None:
-    name = f"dj-{uuid.uuid4().hex[:8]}"
-    copy = tmp_path / name
+def test_java_sample_runs_on_the_hosts_jre(settings: Settings, tmp_path: Path, app: str) -> None:
+    copy = tmp_path / app
     shutil.copytree(
         EXAMPLE.parent / "hello-java", copy, ignore=shutil.ignore_patterns("out", "test-out", "reports")
     )
-    edit(copy / "shipline.yaml", "app: hello-java", f"app: {name}")
-    try:
-        code, report = shipline_run(copy, "--env", "pre")
-        assert code == 0, report
-        (instance,) = running_instances(docker_client(settings.docker_url), app=name, env="pre")
-        assert httpx.get(f"http://127.0.0.1:{instance.port}/version").json()["sha"] == report["sha"]
-        mounts = docker_client(settings.docker_url).containers.get(instance.container_id).attrs["Mounts"]
-        assert {(m["Destination"], m["RW"]) for m in mounts} >= {("/opt/jre", False)}
-    finally:
-        client = docker_client(settings.docker_url)
-        stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=2)
+    edit(copy / "shipline.yaml", "app: hello-java", f"app: {app}")
+    code, report = shipline_run(copy, "--env", "pre")
+    assert code == 0, report
+    (instance,) = running_instances(docker_client(settings.docker_url), app=app, env="pre")
+    assert httpx.get(f"http://127.0.0.1:{instance.port}/version").json()["sha"] == report["sha"]
+    mounts = docker_client(settings.docker_url).containers.get(instance.container_id).attrs["Mounts"]
+    assert {(m["Destination"], m["RW"]) for m in mounts} >= {("/opt/jre", False)}
 
 
 def test_auto_test_failure_reaches_pre_and_never_prod(settings: Settings, sample: Path) -> None:

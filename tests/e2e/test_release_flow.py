@@ -3,30 +3,19 @@
 import asyncio
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from prefect.client.schemas.objects import FlowRun
 
 from shipline.config import Settings
 from shipline.docker import docker_client
 from shipline.etcd_client import connect
 from shipline.flow_runs import run_deployment_and_wait
-from shipline.release.deploy import running_instances, stop_instances
+from shipline.release.deploy import running_instances
 from shipline.release.history import Release, ReleaseStatus, list_releases
 from shipline.release.plan import ReleaseRequest
 from shipline.spec import AutoTests, HttpCheck, ServiceSpec
 from tests.images import busybox_web_image
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[str]:
-    name = f"rf-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = docker_client(settings.docker_url)
-    stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=1)
 
 
 def request(

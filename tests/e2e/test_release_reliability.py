@@ -6,8 +6,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -24,21 +22,13 @@ from blocks.environment import ShiplineEnvironment
 from shipline.config import HEARTBEAT_SECONDS, UNRESPONSIVE_AFTER_SECONDS, Settings
 from shipline.docker import docker_client
 from shipline.flow_runs import run_deployment_and_wait
-from shipline.release.deploy import running_instances, stop_instances
+from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
 from shipline.release.plan import ReleaseRequest
 from shipline.stack.lifecycle import up
 from shipline.stack.processes import ProcessTable
 from tests.e2e.test_release_flow import deliver, releases, request
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[str]:
-    name = f"rr-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = docker_client(settings.docker_url)
-    for env in ("pre", "gated"):
-        stop_instances(client, running_instances(client, app=name, env=env), grace_seconds=1)
+from tests.waiting import eventually
 
 
 def test_two_releases_of_one_app_at_once_run_one_after_the_other(settings: Settings, app: str) -> None:
@@ -97,9 +87,9 @@ def gated_env() -> Iterator[str]:
 
 
 def _paused_run(app: str) -> FlowRun:
-    deadline = time.monotonic() + 90
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
+
+        def paused() -> FlowRun | None:
             for run in client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["pre"])),
                 flow_run_filter=FlowRunFilter(),
@@ -108,8 +98,11 @@ def _paused_run(app: str) -> FlowRun:
             ):
                 if run.state and run.state.is_paused() and run.parameters["request"]["app"] == app:
                     return run
-            time.sleep(0.5)
-    pytest.fail(f"no release run of {app} paused for approval")
+            return None
+
+        return eventually(
+            paused, timeout=90, interval=0.5, what=f"a release run of {app} paused for approval"
+        )
 
 
 @pytest.mark.parametrize("verb", ["approve", "reject"])
@@ -152,10 +145,9 @@ def _kill_worker_and_its_run(settings: Settings, flow_run_id: str) -> None:
     record = ProcessTable(settings.run_dir).running("worker-pre")
     assert record is not None, "the stack's pre worker is not running"
     os.killpg(record.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while record.alive and time.monotonic() < deadline:  # a kill is delivered asynchronously
-        time.sleep(0.05)
-    assert not record.alive, f"the pre worker (pid {record.pid}) outlived SIGKILL"
+    assert eventually(  # a kill is delivered asynchronously
+        lambda: not record.alive, timeout=10, what=f"the pre worker (pid {record.pid}) gone after SIGKILL"
+    )
     marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
     for environ in Path("/proc").glob("[0-9]*/environ"):
         with contextlib.suppress(OSError):
@@ -178,13 +170,11 @@ def test_worker_killed_mid_deploy_leaves_the_live_release_serving(settings: Sett
         run_deployment("release/pre", parameters={"request": stuck.model_dump(mode="json")}, timeout=0),
     )
     client = docker_client(settings.docker_url)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(
-        i.release == 2 for i in running_instances(client, app=app, env="pre")
-    ):
-        time.sleep(0.2)
-    assert any(i.release == 2 for i in running_instances(client, app=app, env="pre")), (
-        "release 2 never started"
+    assert eventually(
+        lambda: any(i.release == 2 for i in running_instances(client, app=app, env="pre")),
+        timeout=120,
+        interval=0.2,
+        what="an instance of release 2",
     )
 
     _kill_worker_and_its_run(settings, str(started.id))
@@ -193,10 +183,12 @@ def test_worker_killed_mid_deploy_leaves_the_live_release_serving(settings: Sett
     assert httpx.get(f"http://127.0.0.1:{live.port}/version.txt").text == "v1\n"
 
     # Prefect marks the silent run Crashed (Shipline's unresponsive-run automation) ...
-    deadline = time.monotonic() + UNRESPONSIVE_AFTER_SECONDS + 3 * HEARTBEAT_SECONDS
-    while time.monotonic() < deadline and _state_of(str(started.id)) is not StateType.CRASHED:
-        time.sleep(2)
-    assert _state_of(str(started.id)) is StateType.CRASHED
+    assert eventually(
+        lambda: _state_of(str(started.id)) is StateType.CRASHED,
+        timeout=UNRESPONSIVE_AFTER_SECONDS + 3 * HEARTBEAT_SECONDS,
+        interval=2,
+        what=f"flow run {started.id} marked Crashed",
+    )
     # ... the dead deploy's lock lease expires, and the next release fails the abandoned one and goes live.
     fixed = deliver(request(settings, app, "v3", expect="v3"))
     assert fixed.state is not None and fixed.state.is_completed(), fixed.state

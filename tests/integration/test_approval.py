@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import pytest
@@ -13,6 +12,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 from shipline.config import Settings
 from shipline.release.approval import ApprovalDecision, wait_for_approval
+from tests.waiting import eventually
 
 
 @flow(name="approval-gate-test")
@@ -37,16 +37,17 @@ class GatedRun:
         self.thread.start()
 
     def wait_until_paused(self) -> None:
-        deadline = time.monotonic() + 60
         with get_client(sync_client=True) as client:
-            while time.monotonic() < deadline:
+
+            def paused() -> bool:
                 runs = client.read_flow_runs(
                     flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[self.name]))
                 )
-                if runs and runs[0].state is not None and runs[0].state.is_paused():
-                    return
-                time.sleep(0.2)
-        pytest.fail(f"flow run {self.name} never paused at its approval gate")
+                return bool(runs and runs[0].state is not None and runs[0].state.is_paused())
+
+            assert eventually(
+                paused, timeout=60, interval=0.2, what=f"flow run {self.name} paused at its approval gate"
+            )
 
     def finish(self) -> ApprovalDecision:
         self.thread.join(timeout=60)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from shipline.config import Settings
+from tests.waiting import eventually
 
 
 def _tiny_image(client: docker.DockerClient, repository: str, tag: str) -> str:
@@ -78,14 +79,12 @@ def test_nginx_serves_a_rendered_server_block_after_reload(settings: Settings, t
     try:
         pid = int((settings.nginx_dir / "nginx.pid").read_text())
         os.kill(pid, signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        body = ""
-        while time.monotonic() < deadline:
-            body = httpx.get(settings.nginx_url, headers={"Host": host}).text
-            if body == marker:
-                break
-            time.sleep(0.1)
-        assert body == marker
+        assert eventually(
+            lambda: httpx.get(settings.nginx_url, headers={"Host": host}).text == marker,
+            timeout=10,
+            interval=0.1,
+            what=f"nginx answering {marker!r} after the reload",
+        )
     finally:
         conf.unlink()
         os.kill(int((settings.nginx_dir / "nginx.pid").read_text()), signal.SIGHUP)

@@ -1,7 +1,5 @@
 """Deploy primitives on the real Docker Engine: compose up, health, rolling replacement, failures."""
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,14 +37,6 @@ def compose_file(
         service=ServiceSpec.model_validate({"stop_grace_seconds": 2, **service}),
     )
     return compose_file_for(request, release, ports)
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[str]:
-    name = f"dt-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = docker_client(settings.docker_url)
-    stop_instances(client, running_instances(client, app=name, env="pre"), grace_seconds=1)
 
 
 def deploy(
@@ -101,7 +91,7 @@ def test_file_the_engine_rejects_is_a_clear_error(
     settings: Settings, tmp_path: Path, app: str, image: tuple[str, str]
 ) -> None:
     # Valid as a compose file, refused by the engine: more CPUs than this host has.
-    with pytest.raises(DeployError, match=r"docker compose up failed \(dt-\w+-\d+ not running\): .*CPUs"):
+    with pytest.raises(DeployError, match=rf"docker compose up failed \({app}-\d+ not running\): .*CPUs"):
         deploy(settings, tmp_path, app, image, 1, free_ports(1), cpus=256)
     assert all(
         i.status != "running"

@@ -5,10 +5,7 @@ the stack's.
 """
 
 import asyncio
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -23,10 +20,11 @@ from shipline.etcd_client import connect
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
 from tests.images import busybox_web_image, free_ports, run_instance
+from tests.waiting import eventually_async
 
 ENV = "outage"
-T = TypeVar("T")
 OUTAGE_SECONDS = 10
+KEYS_INTERVAL = 0.2  # each look at the keys opens a connection to etcd: not at the default pace
 
 
 @pytest.fixture
@@ -42,16 +40,6 @@ def private(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture
-def app(settings: Settings) -> Iterator[str]:
-    name = f"out-{uuid.uuid4().hex[:8]}"
-    yield name
-    for container in docker_client(settings.docker_url).containers.list(
-        all=True, filters={"label": f"shipline.app={name}"}
-    ):
-        container.remove(force=True)
-
-
-@pytest.fixture
 async def daemons(settings: Settings, private: Settings) -> AsyncIterator[tuple[Registrator, Discovery]]:
     registrator = Registrator(
         docker_url=settings.docker_url, etcd_url=private.etcd_url, ip="127.0.0.1", envs=[ENV], ttl=3
@@ -59,10 +47,11 @@ async def daemons(settings: Settings, private: Settings) -> AsyncIterator[tuple[
     discovery = Discovery(private)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(registrator.run(stop)), asyncio.create_task(discovery.run(stop))]
-    deadline = time.monotonic() + 30
-    while not (registrator.healthy and discovery.watching) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert registrator.healthy and discovery.watching, "the daemons never connected to the private etcd"
+
+    async def connected() -> bool:
+        return registrator.healthy and discovery.watching
+
+    assert await eventually_async(connected, timeout=30, what="the daemons to connect to the private etcd")
     yield registrator, discovery
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
@@ -84,14 +73,8 @@ async def keys(stack: Settings, app: str) -> list[str]:
         return sorted(f"{i.key}={i.address}" for i in await list_instances(etcd, app=app, env=ENV))
 
 
-async def eventually(check: Callable[[], Awaitable[T]], expected: T, timeout: float) -> T:
-    """What ``check`` returns once it returns ``expected``, or its last answer at the deadline."""
-    deadline = time.monotonic() + timeout
-    seen = await check()
-    while seen != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        seen = await check()
-    return seen
+async def keys_are(stack: Settings, app: str, expected: list[str]) -> bool:
+    return await keys(stack, app) == expected
 
 
 async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
@@ -105,6 +88,9 @@ async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
         text = conf.read_text() if conf.exists() else ""
         return sorted(line.split()[1] for line in text.splitlines() if line.strip().startswith("server 127."))
 
+    async def upstreams_are(expected: list[str]) -> bool:
+        return await upstreams() == expected
+
     async def served() -> int:
         async with httpx.AsyncClient(trust_env=False) as client:
             return (
@@ -112,14 +98,20 @@ async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
             ).status_code
 
     start(settings, image, app, before)
-    assert await eventually(
-        lambda: keys(private, app), [f"/{app}_OUTAGE/127.0.0.1-{before}=127.0.0.1:{before}"], 15
+    first = [f"/{app}_OUTAGE/127.0.0.1-{before}=127.0.0.1:{before}"]
+    assert await eventually_async(
+        lambda: keys_are(private, app, first),
+        timeout=15,
+        interval=KEYS_INTERVAL,
+        what=f"the keys {first} in etcd",
     )
-    assert await eventually(upstreams, [f"127.0.0.1:{before}"], 10) == [f"127.0.0.1:{before}"]
+    assert await eventually_async(
+        lambda: upstreams_are([f"127.0.0.1:{before}"]), timeout=10, what=f"nginx routing to {before}"
+    )
 
     assert ProcessTable(private.run_dir).stop("etcd"), "the private etcd did not stop"
     start(settings, image, app, during)  # a container that starts while etcd is away
-    await asyncio.sleep(OUTAGE_SECONDS)
+    await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself: etcd stays away this long
     assert await served() == 200, "nginx keeps serving the last good config while etcd is down"
     assert await upstreams() == [f"127.0.0.1:{before}"]
     up(private, only={"etcd"}, report=lambda _: None)
@@ -127,21 +119,30 @@ async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
     # Both are in etcd once each, and nginx routes to both: the registrator re-registered on a new lease and
     # discover re-read the prefix and watches again.
     both = sorted(f"/{app}_OUTAGE/127.0.0.1-{p}=127.0.0.1:{p}" for p in (before, during))
-    assert await eventually(lambda: keys(private, app), both, 20) == both
+    assert await eventually_async(
+        lambda: keys_are(private, app, both),
+        timeout=20,
+        interval=KEYS_INTERVAL,
+        what=f"the keys {both} in etcd",
+    )
     expected = sorted(f"127.0.0.1:{p}" for p in (before, during))
-    assert await eventually(upstreams, expected, 10) == expected
+    assert await eventually_async(
+        lambda: upstreams_are(expected), timeout=10, what=f"nginx routing to {expected}"
+    )
 
     async def ready() -> bool:  # the registrator is healthy once its resync has also swept stale keys
         return registrator.healthy and discovery.watching
 
-    assert await eventually(ready, True, 10)
+    assert await eventually_async(ready, timeout=10, what="both daemons back to work")
     assert discovery.metrics.resyncs >= 2
     # The watch is live again: a stop after the outage leaves etcd and nginx at once.
     (container,) = docker_client(settings.docker_url).containers.list(
         filters={"label": [f"shipline.app={app}", f"shipline.port={before}"]}
     )
     await asyncio.to_thread(container.stop, timeout=2)
-    assert await eventually(upstreams, [f"127.0.0.1:{during}"], 5) == [f"127.0.0.1:{during}"]
+    assert await eventually_async(
+        lambda: upstreams_are([f"127.0.0.1:{during}"]), timeout=5, what=f"nginx routing to {during} only"
+    )
     assert await served() == 200
 
 
@@ -171,9 +172,11 @@ async def test_a_stop_during_the_resync_is_not_lost(
     task = asyncio.create_task(registrator.run(stop))
     try:
         await asyncio.wait_for(stopped_during_resync.wait(), timeout=30)
-        none: list[str] = []
-        assert await eventually(lambda: keys(private, app), none, 5) == none, (
-            "the stop was lost: the key stayed"
+        assert await eventually_async(
+            lambda: keys_are(private, app, []),
+            timeout=5,
+            interval=KEYS_INTERVAL,
+            what="the key to go (else the stop was lost: the key stayed)",
         )
     finally:
         stop.set()

@@ -1,8 +1,6 @@
 """Server blocks rendered from instances, applied to the stack's real nginx."""
 
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,6 +12,7 @@ from shipline.config import Settings
 from shipline.discovery.instances import Instance
 from shipline.discovery.nginx import NginxConfig, file_name, render_app
 from shipline.errors import ConfigError, DiscoveryError
+from tests.waiting import eventually
 
 
 class Answer(BaseHTTPRequestHandler):
@@ -37,21 +36,21 @@ def backend() -> Iterator[int]:
 
 
 @pytest.fixture
-def app(settings: Settings) -> Iterator[str]:
-    name = f"ngx-{uuid.uuid4().hex[:8]}"
-    yield name
-    (settings.nginx_conf_dir / file_name(name, "pre")).unlink(missing_ok=True)
+def app(app: str, settings: Settings) -> Iterator[str]:
+    """This test's app; its nginx file deleted after the test."""
+    yield app
+    (settings.nginx_conf_dir / file_name(app, "pre")).unlink(missing_ok=True)
 
 
 def through_nginx(settings: Settings, app: str, expect: str, timeout: float = 5) -> httpx.Response:
-    """The first response whose body holds ``expect`` (or the last one): after a reload, nginx's old
-    workers may still answer a while with the old config, so status and body come from one response."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """The first response whose body holds ``expect``: after a reload, nginx's old workers may still
+    answer a while with the old config, so status and body come from one response."""
+
+    def answer() -> httpx.Response | None:
         response = httpx.get(settings.nginx_url, headers={"Host": f"{app}.pre.localhost"})
-        if expect in response.text or time.monotonic() > deadline:
-            return response
-        time.sleep(0.05)
+        return response if expect in response.text else None
+
+    return eventually(answer, timeout=timeout, what=f"nginx answering {expect!r} for {app}")
 
 
 def test_instances_are_served_then_503_when_none_is_live(settings: Settings, app: str, backend: int) -> None:

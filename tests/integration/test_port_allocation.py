@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 import aetcd
 import pytest
 
-from shipline.config import Settings
 from shipline.errors import ConfigError, PortAllocationError
 from shipline.release.ports import release_ports, reserve_ports, reserved_ports
 
@@ -14,11 +13,11 @@ HOST = "127.0.0.42"  # a host address of these tests only, so no other test's re
 
 
 @pytest.fixture
-async def etcd(settings: Settings) -> AsyncIterator[aetcd.Client]:
-    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
-        await client.delete_prefix(f"/shipline/ports/{HOST}/".encode())
-        yield client
-        await client.delete_prefix(f"/shipline/ports/{HOST}/".encode())
+async def etcd(etcd: aetcd.Client) -> AsyncIterator[aetcd.Client]:
+    """The stack's etcd, with no reservation on HOST before and after the test."""
+    await etcd.delete_prefix(f"/shipline/ports/{HOST}/".encode())
+    yield etcd
+    await etcd.delete_prefix(f"/shipline/ports/{HOST}/".encode())
 
 
 async def test_concurrent_deploys_get_distinct_ports(etcd: aetcd.Client) -> None:

@@ -1,6 +1,5 @@
 """A registry that is down during the push: the task retries with backoff, then fails clearly."""
 
-import uuid
 from uuid import UUID
 
 import pytest
@@ -23,9 +22,8 @@ image:
 
 
 def test_push_to_a_dead_registry_is_retried_then_fails(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, app: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = f"deadreg-{uuid.uuid4().hex[:6]}"
     spec = parse_spec(SPEC.format(app=app))
     client = docker_client(settings.docker_url)
     monkeypatch.setenv("SHIPLINE_REGISTRY_PORT", "1")  # nothing listens there: the registry is down

@@ -1,9 +1,7 @@
 """The registrator on the real Docker Engine and etcd: start, docker stop, kill -9, restart."""
 
 import asyncio
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 
 import aetcd
 import docker
@@ -14,6 +12,7 @@ from shipline.discovery.instances import list_instances
 from shipline.discovery.registrator import Registrator
 from shipline.docker import docker_client
 from tests.images import busybox_web_image, free_ports, run_instance
+from tests.waiting import eventually_async
 
 
 @pytest.fixture(scope="module")
@@ -25,29 +24,17 @@ def image(settings: Settings) -> str:
 
 
 @pytest.fixture
-def app(settings: Settings) -> Iterator[str]:
-    name = f"rg-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = docker_client(settings.docker_url)
-    for container in client.containers.list(all=True, filters={"label": f"shipline.app={name}"}):
-        container.remove(force=True)
-
-
-@pytest.fixture
-async def etcd(settings: Settings) -> AsyncIterator[aetcd.Client]:
-    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
-        yield client
-
-
-@pytest.fixture
 async def daemon(settings: Settings, app: str) -> AsyncIterator[Registrator]:
     registrator = Registrator(
         docker_url=settings.docker_url, etcd_url=settings.etcd_url, ip="127.0.0.1", envs=["regtest"], ttl=3
     )
     stop = asyncio.Event()
     task = asyncio.create_task(registrator.run(stop))
-    while not registrator.healthy:
-        await asyncio.sleep(0.05)
+
+    async def healthy() -> bool:
+        return registrator.healthy
+
+    assert await eventually_async(healthy, timeout=30, what="the registrator to connect to Docker and etcd")
     yield registrator
     stop.set()
     await asyncio.wait_for(task, timeout=10)
@@ -63,15 +50,6 @@ async def keys(etcd: aetcd.Client, app: str) -> list[int]:
     return [i.port for i in await list_instances(etcd, app=app, env="regtest")]
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 async def test_registered_when_healthy_and_gone_before_a_stopped_container_exits(
     settings: Settings, image: str, app: str, etcd: aetcd.Client, daemon: Registrator
 ) -> None:
@@ -79,9 +57,11 @@ async def test_registered_when_healthy_and_gone_before_a_stopped_container_exits
     (port,) = free_ports(1)
     # httpd as PID 1 ignores SIGTERM: docker stop waits out its grace period, the key must go at once.
     container = client.containers.get(start(client, image, app, port))
-    assert await wait_for(lambda: _has(etcd, app, [port]))
+    assert await eventually_async(lambda: _has(etcd, app, [port]), what=f"the key of port {port} in etcd")
     stopping = asyncio.create_task(asyncio.to_thread(container.stop, timeout=4))
-    assert await wait_for(lambda: _has(etcd, app, []), timeout=3)
+    assert await eventually_async(
+        lambda: _has(etcd, app, []), timeout=3, what="the key to go as the container stops"
+    )
     container.reload()
     assert container.status == "running", "the key must go before the container exits"
     await stopping
@@ -93,9 +73,11 @@ async def test_kill_9_removes_the_key(
     client = docker_client(settings.docker_url)
     (port,) = free_ports(1)
     container = client.containers.get(start(client, image, app, port))
-    assert await wait_for(lambda: _has(etcd, app, [port]))
+    assert await eventually_async(lambda: _has(etcd, app, [port]), what=f"the key of port {port} in etcd")
     container.kill(signal="SIGKILL")
-    assert await wait_for(lambda: _has(etcd, app, []), timeout=daemon.ttl + 1)
+    assert await eventually_async(
+        lambda: _has(etcd, app, []), timeout=daemon.ttl + 1, what="the key to go after kill -9"
+    )
 
 
 async def test_unhealthy_container_is_never_registered(
@@ -104,6 +86,8 @@ async def test_unhealthy_container_is_never_registered(
     client = docker_client(settings.docker_url)
     (port,) = free_ports(1)
     start(client, image, app, port, command=["sleep", "60"])
+    # That something never happens has no state to poll for: a fixed wait it is, twenty of the
+    # registrator's health probes (one each 0.1 s) long.
     await asyncio.sleep(2)
     assert await keys(etcd, app) == []
 
@@ -125,7 +109,7 @@ async def test_restart_keeps_keys_and_removes_orphans(
         )
         stop = asyncio.Event()
         task = asyncio.create_task(registrator.run(stop))
-        assert await wait_for(lambda: _has(etcd, app, sorted(ports)))
+        assert await eventually_async(lambda: _has(etcd, app, sorted(ports)), what=f"the keys of {ports}")
         stop.set()
         await asyncio.wait_for(task, timeout=10)
     # A key whose container is gone (a crash while the registrator was down) goes at the next start.
@@ -136,7 +120,9 @@ async def test_restart_keeps_keys_and_removes_orphans(
     )
     stop = asyncio.Event()
     task = asyncio.create_task(registrator.run(stop))
-    assert await wait_for(lambda: _has(etcd, app, sorted(ports)))
+    assert await eventually_async(
+        lambda: _has(etcd, app, sorted(ports)), what=f"the keys of {ports} and not the orphan's"
+    )
     stop.set()
     await asyncio.wait_for(task, timeout=10)
     await orphan_lease.revoke()

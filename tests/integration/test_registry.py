@@ -4,27 +4,21 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 
 import aetcd
 import pytest
 
-from shipline.config import Settings
 from shipline.discovery.instances import Instance, deregister, list_instances, register
+from tests.waiting import eventually_async
 
 
 @pytest.fixture
-def app() -> str:
-    return f"reg-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def etcd(settings: Settings, app: str) -> AsyncIterator[aetcd.Client]:
-    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
-        yield client
-        for env in ("PRE", "PRE2", "PROD"):
-            await client.delete_prefix(f"/{app}_{env}/".encode())
+async def app(app: str, etcd: aetcd.Client) -> AsyncIterator[str]:
+    """This test's app; its instance keys deleted after the test."""
+    yield app
+    for env in ("PRE", "PRE2", "PROD"):
+        await etcd.delete_prefix(f"/{app}_{env}/".encode())
 
 
 async def test_register_list_and_deregister(etcd: aetcd.Client, app: str) -> None:
@@ -48,8 +42,12 @@ async def test_key_expires_with_its_lease_when_heartbeats_stop(etcd: aetcd.Clien
         await asyncio.sleep(1)
         await lease.refresh()
     assert len(await list_instances(etcd, app=app, env="prod")) == 1
-    await asyncio.sleep(3.5)  # no more heartbeats: gone within the TTL (+ etcd's granularity)
-    assert await list_instances(etcd, app=app, env="prod") == []
+
+    async def gone() -> bool:
+        return await list_instances(etcd, app=app, env="prod") == []
+
+    # No more heartbeats: gone within the TTL (+ etcd's granularity).
+    assert await eventually_async(gone, timeout=3.5, what="the key to expire with its lease")
 
 
 async def test_cli_lists_services_as_json(etcd: aetcd.Client, app: str) -> None:

@@ -4,7 +4,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 
 import aetcd
@@ -24,15 +23,10 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 @pytest.fixture
-def app() -> str:
-    return f"rel-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def etcd(settings: Settings, app: str) -> AsyncIterator[aetcd.Client]:
-    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
-        yield client
-        await client.delete_prefix(f"/shipline/releases/{app}/".encode())
+async def app(app: str, etcd: aetcd.Client) -> AsyncIterator[str]:
+    """This test's app; its release history deleted after the test."""
+    yield app
+    await etcd.delete_prefix(f"/shipline/releases/{app}/".encode())
 
 
 async def test_numbers_are_claimed_once_under_concurrency(etcd: aetcd.Client, app: str) -> None:

@@ -39,7 +39,7 @@ def import_graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in files}
     graph = {}
     for name, path in modules.items():
-        # "from shipline.release import lifecycle" names a module; "from shipline.spec import AppSpec" does not.
+        # "from shipline.release import lifecycle" names a module; "from shipline.spec import X" does not.
         graph[name] = {target for target in project_imports(path) if target in modules} - {name}
     return graph
 

@@ -2,7 +2,6 @@
 
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from shipline.errors import ComponentStartError, MissingBinaryError, PortInUseEr
 from shipline.stack.components import Component
 from shipline.stack.lifecycle import State, component_status, down, start_missing
 from shipline.stack.processes import ProcessRecord, ProcessTable
+from tests.waiting import eventually
 
 
 def free_port() -> int:
@@ -84,9 +84,7 @@ def test_component_answering_but_not_ours_is_left_alone(settings: Settings) -> N
     component.prepare()
     stranger = outside.spawn("stranger", component.command(), log=settings.home / "stranger.log")
     try:
-        deadline = time.monotonic() + 10
-        while not component.probe() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert eventually(component.probe, timeout=10, what="the stranger answering")
         table = ProcessTable(settings.run_dir)
         assert start_missing([component], table, lambda _: None) == []
         status = component_status(component, table)

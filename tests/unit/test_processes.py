@@ -2,7 +2,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from shipline.errors import StackError
 from shipline.stack.processes import ProcessTable, process_start_ticks
 from tests.processes import group_members
+from tests.waiting import eventually
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -37,10 +37,9 @@ def test_stop_kills_the_whole_process_group(table: ProcessTable, tmp_path: Path)
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     )
     record = table.spawn("stubborn", [sys.executable, "-c", code], log=tmp_path / "stubborn.log")
-    deadline = time.monotonic() + 10
-    while len(group_members(record.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(group_members(record.pid)) == 2
+    assert eventually(
+        lambda: len(group_members(record.pid)) == 2, timeout=10, what="the parent and its child running"
+    )
     assert table.stop("stubborn", timeout=0.5)
     assert group_members(record.pid) == []
 
@@ -73,10 +72,8 @@ def test_unreadable_record_counts_as_absent(table: ProcessTable) -> None:
 
 def test_zombie_counts_as_gone(table: ProcessTable, tmp_path: Path) -> None:
     record = table.spawn("quick", [sys.executable, "-c", "pass"], log=tmp_path / "quick.log")
-    deadline = time.monotonic() + 10
-    while record.alive and time.monotonic() < deadline:
-        time.sleep(0.05)  # the child exits; unreaped, it stays a zombie of this process
-    assert not record.alive
+    # The child exits; unreaped, it stays a zombie of this process.
+    assert eventually(lambda: not record.alive, timeout=10, what="the exited child counted as gone")
     os.waitpid(record.pid, 0)
 
 

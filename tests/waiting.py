@@ -1,0 +1,88 @@
+"""Waiting for what the code under test reaches in its own time: poll a check until it holds, or fail.
+
+Daemons, containers and servers answer after a while. A fixed sleep before an assertion is either too
+short on a loaded machine or needlessly long everywhere else; these poll instead, up to a timeout, and a
+timeout fails the test with what was awaited and the last value the check returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def eventually(
+    check: Callable[[], T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> T:
+    """Call ``check`` until it returns a truthy value, and return that value.
+
+    ``check`` runs at least once, and its last run starts at or after the deadline: a slow check is never
+    cut short. Falsy values mean "not yet", so to await an empty list or a zero, pass a predicate that
+    compares with it.
+
+    Args:
+        check: Reads the state once; returns a truthy value once the state is the awaited one (a
+            predicate that compares with the expected value, or the value itself).
+        timeout: Seconds to keep trying.
+        interval: Seconds between two calls.
+        what: What is awaited, as the failure message names it ("the key of 127.0.0.1:8080 in etcd").
+
+    Returns:
+        The first truthy value ``check`` returned.
+
+    Raises:
+        pytest.fail.Exception: ``check`` returned nothing truthy within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = check()
+        if seen:
+            return seen
+        if time.monotonic() >= deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}; last seen: {seen!r}")
+        time.sleep(interval)
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> T:
+    """Await ``check()`` until it returns a truthy value, and return that value.
+
+    The twin of ``eventually`` for a check that must run on the event loop, or a state that tasks on
+    the loop change: the pause between calls is ``asyncio.sleep``, so those tasks keep running.
+
+    Args:
+        check: An async callable that reads the state once; returns a truthy value once the state is the
+            awaited one.
+        timeout: Seconds to keep trying.
+        interval: Seconds between two calls.
+        what: What is awaited, as the failure message names it.
+
+    Returns:
+        The first truthy value ``check`` returned.
+
+    Raises:
+        pytest.fail.Exception: ``check`` returned nothing truthy within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = await check()
+        if seen:
+            return seen
+        if time.monotonic() >= deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}; last seen: {seen!r}")
+        await asyncio.sleep(interval)
