@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from shipline.flow_runs import run_deployment_and_wait
 
 DELIVERY_DEPLOYMENT = "delivery/ci"
+STAGES_SETTLE_SECONDS = 5.0
+FINAL_STAGE_STATES = {"Completed", "Cached", "Failed", "Crashed", "Cancelled", "NotReady", "TimedOut"}
 
 
 class DeliverySummary(BaseModel):
@@ -80,10 +82,12 @@ def follow_delivery(
     if not quiet:
         echo(f"delivery run {started.name} ({started.id})")
     shown: dict[str, str] = {}
+    settled_by: float | None = None
     with get_client(sync_client=True) as client:
         while True:
             flow_run = client.read_flow_run(started.id)
-            for stage, stage_state, seconds in _stages(client, started.id):
+            stages = _stages(client, started.id)
+            for stage, stage_state, seconds in stages:
                 if shown.get(stage) != stage_state:
                     shown[stage] = stage_state
                     if not quiet:
@@ -92,7 +96,14 @@ def follow_delivery(
                         )
                         echo(f"  {stage:<22} {stage_state}{took}")
             if flow_run.state is not None and flow_run.state.is_final():
-                break
+                # The server records task run states from their events, a moment after they happen: once
+                # the run is final, give its stages a few seconds to show their own final states.
+                settled_by = settled_by or time.monotonic() + STAGES_SETTLE_SECONDS
+                if (
+                    all(state in FINAL_STAGE_STATES for _, state, _ in stages)
+                    or time.monotonic() > settled_by
+                ):
+                    break
             time.sleep(poll_seconds)
     state = flow_run.state
     summary = None

@@ -67,14 +67,6 @@ def answers(address: str) -> bool:
         return False
 
 
-@pytest.fixture
-def registry_block(settings: Settings) -> Iterator[ShiplineRegistry]:
-    """The registry block as the operator left it; put back after the test."""
-    original = ShiplineRegistry.current()
-    yield original
-    original.save("default", overwrite=True)
-
-
 def test_an_edited_registry_block_moves_the_next_build(
     settings: Settings, tmp_path: Path, app: str, second_registry: str, registry_block: ShiplineRegistry
 ) -> None:

@@ -2,10 +2,10 @@
 
 from uuid import UUID
 
-import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 
+from blocks.registry import ShiplineRegistry
 from shipline.config import Settings
 from shipline.docker import docker_client
 from shipline.spec import parse_spec
@@ -22,11 +22,12 @@ image:
 
 
 def test_push_to_a_dead_registry_is_retried_then_fails(
-    settings: Settings, app: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, app: str, registry_block: ShiplineRegistry
 ) -> None:
     spec = parse_spec(SPEC.format(app=app))
     client = docker_client(settings.docker_url)
-    monkeypatch.setenv("SHIPLINE_REGISTRY_PORT", "1")  # nothing listens there: the registry is down
+    # The registry block points where nothing listens: the registry is down.
+    ShiplineRegistry(address="127.0.0.1:1").save("default", overwrite=True)
     client.api.tag(client.images.list()[0].id, f"127.0.0.1:1/apps/{app}", "a" * 40)
     attempt = push_app_image.with_options(retry_delay_seconds=[0.1, 0.2, 0.4])
 
