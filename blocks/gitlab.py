@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from shipline.gitlab.api import GitLabProject
+
+DEFAULT = "default"
+
 
 class ShiplineGitLab(Block):
-    """A GitLab instance that Shipline clones from and reports to."""
+    """A GitLab instance that Shipline clones from and reports to. Read at run time: edits take effect."""
 
     _block_type_name: ClassVar[str] = "Shipline GitLab"
     _block_type_slug: ClassVar[str] = "shipline-gitlab"
@@ -18,3 +22,15 @@ class ShiplineGitLab(Block):
     url: str = Field(description="Base URL, e.g. https://gitlab.example.com")
     token: SecretStr | None = Field(default=None, description="Personal, project or group access token.")
     webhook_secret: SecretStr | None = Field(default=None, description="X-Gitlab-Token of incoming hooks.")
+
+    @classmethod
+    def configured(cls) -> ShiplineGitLab | None:
+        """The ``default`` document as an operator last saved it, or None when there is no GitLab."""
+        try:
+            return cast(ShiplineGitLab, cls.load(DEFAULT))
+        except ValueError:
+            return None
+
+    def project(self, path: str) -> GitLabProject:
+        """The GitLab project ``path`` (``group/name``), reached with this block's token."""
+        return GitLabProject.connect(self.url, self.token, path)

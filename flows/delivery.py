@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from shipline.delivery import DeliverySummary
+from shipline.gitlab.statuses import STAGES, commit_statuses, reporting_to_gitlab
 from shipline.release.plan import request_from_spec
 from tasks.base_images import prepare_base_layers
 from tasks.checkout import checkout_source
@@ -22,22 +23,30 @@ def delivery(source: str, ref: str | None = None, environments: list[str] | None
 
     Every stage is a task run below, with its log and artifacts (unit-test table, scan summary, image
     digest). The same digest goes to each environment in turn (default PRE, then PROD) through that
-    environment's `release` deployment; a failed release stops the delivery there.
+    environment's `release` deployment; a failed release stops the delivery there. An app onboarded from
+    a GitLab project gets a commit status per stage (`shipline/<stage>`) linking back to this run.
     """
     code = checkout_source(source, ref)
     spec = read_app_spec(code.workspace)
-    layers = prepare_base_layers(spec.image)
-    artifact = compile_app(spec, code.workspace, layers.middleware, code.sha)
-    run_unit_tests(spec, code.workspace, layers.middleware, code.sha)
-    scan_source(spec, code.workspace)
-    build_app_layer(spec, artifact, layers.middleware, code.sha, source)
-    image = push_app_image(spec, code.sha)
-    released = {}
-    for env in environments if environments is not None else ["pre", "prod"]:
-        request = request_from_spec(
-            spec, env=env, image=image.repository, digest=image.digest, sha=code.sha, committed=code.committed
-        )
-        released[env] = release_to(request).number
+    envs = environments if environments is not None else ["pre", "prod"]
+    with reporting_to_gitlab(commit_statuses(spec.app, code.sha), [*STAGES.values(), *envs]):
+        layers = prepare_base_layers(spec.image)
+        artifact = compile_app(spec, code.workspace, layers.middleware, code.sha)
+        run_unit_tests(spec, code.workspace, layers.middleware, code.sha)
+        scan_source(spec, code.workspace)
+        build_app_layer(spec, artifact, layers.middleware, code.sha, source)
+        image = push_app_image(spec, code.sha)
+        released = {}
+        for env in envs:
+            request = request_from_spec(
+                spec,
+                env=env,
+                image=image.repository,
+                digest=image.digest,
+                sha=code.sha,
+                committed=code.committed,
+            )
+            released[env] = release_to(request).number
     return DeliverySummary(
         app=spec.app,
         sha=code.sha,

@@ -94,6 +94,7 @@ def _print_urls(current: Settings) -> None:
     typer.echo(
         f"  nginx             {current.nginx_url}  (apps: http://APP.ENV.localhost:{current.nginx_port}/)"
     )
+    typer.echo(f"  GitLab webhook    {current.webhook_url}")
     typer.echo(f"  Docker Engine     {current.docker_url}")
     typer.echo(f"  logs              {current.log_dir}")
 
@@ -313,6 +314,18 @@ def registrator(
     _run_daemon(main)
 
 
+@app.command()
+@reports_errors
+def web() -> None:
+    """The web service: GitLab webhooks on POST /hooks/gitlab, until SIGTERM or Ctrl-C."""
+    from shipline.web.service import serve
+
+    current = settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    typer.echo(f"web: GitLab webhooks on {current.webhook_url}")
+    asyncio.run(serve(current))
+
+
 def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run a daemon's ``main(stop)`` with logging to stderr; SIGTERM or Ctrl-C sets ``stop``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -325,6 +338,72 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await main(stop)
 
     asyncio.run(supervised())
+
+
+apps = typer.Typer(help="Onboarded apps: which repository, GitLab project and branch each is delivered from.")
+app.add_typer(apps, name="apps")
+
+
+@apps.command("add")
+@reports_errors
+def apps_add(
+    repository: Annotated[
+        str, typer.Argument(metavar="REPO_URL", help="Clone URL or path of the app's repository.")
+    ],
+    branch: Annotated[str, typer.Option("--branch", help="A push to this branch delivers the app.")] = "main",
+    project: Annotated[
+        str | None,
+        typer.Option("--project", help="GitLab project (group/name): its pushes start deliveries."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Onboard an app: its name from its shipline.yaml; with a GitLab block, the project's webhook too."""
+    from blocks.gitlab import ShiplineGitLab
+    from shipline.onboarding import onboard
+
+    current = settings()
+    gitlab = ShiplineGitLab.configured()
+    done = onboard(
+        repository,
+        branch=branch,
+        project=project,
+        etcd_url=current.etcd_url,
+        gitlab=gitlab.project(project) if gitlab is not None and project is not None else None,
+        webhook_url=current.webhook_url,
+        webhook_secret=gitlab.webhook_secret if gitlab is not None else None,
+        token=gitlab.token if gitlab is not None and repository.startswith(("http://", "https://")) else None,
+    )
+    if as_json:
+        typer.echo(done.model_dump_json(indent=2))
+        return
+    where = f" (GitLab {project})" if project else ""
+    typer.echo(f"Onboarded {done.app.app} from {repository}{where}, branch {branch}; webhook {done.webhook}.")
+
+
+@apps.command("list")
+@reports_errors
+def apps_list(as_json: JsonOption = False) -> None:
+    """Every onboarded app."""
+    from shipline.onboarding import onboarded_apps
+
+    found = onboarded_apps(etcd_url=settings().etcd_url)
+    if as_json:
+        typer.echo(json.dumps([a.model_dump() for a in found], indent=2))
+        return
+    if not found:
+        typer.echo("No app is onboarded: shipline apps add REPO_URL")
+    for a in found:
+        typer.echo(f"{a.app:<24} {a.branch:<12} {a.project or '-':<28} {a.repository}")
+
+
+@apps.command("remove")
+@reports_errors
+def apps_remove(app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")]) -> None:
+    """Forget an onboarded app (its releases and running instances stay)."""
+    from shipline.onboarding import offboard
+
+    offboard(app_name, etcd_url=settings().etcd_url)
+    typer.echo(f"{app_name} is no longer onboarded; its pushes start nothing.")
 
 
 RunArgument = Annotated[

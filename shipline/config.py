@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     registry_port: Port = 5000
     nginx_port: Port = 8080
     discover_port: Port = 9105
+    web_port: Port = Field(default=8090, description="shipline web: GitLab webhooks.")
     docker_socket: Path = Field(default=Path("/var/run/docker.sock"), description="Docker Engine socket.")
     docker_storage_driver: str = Field(
         default="auto", description="overlay2, vfs, or auto (overlay2 where it works)."
@@ -87,6 +88,7 @@ class Settings(BaseSettings):
         "registry_port",
         "nginx_port",
         "discover_port",
+        "web_port",
     )
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
             "registry_port": self.registry_port,
             "nginx_port": self.nginx_port,
             "discover_port": self.discover_port,
+            "web_port": self.web_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
@@ -156,6 +159,15 @@ class Settings(BaseSettings):
     def registry_address(self) -> str:
         """Registry host:port as it appears in image references."""
         return f"{self.host}:{self.registry_port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.host}:{self.web_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """Where GitLab sends its webhooks."""
+        return f"{self.web_url}/hooks/gitlab"
 
     @property
     def nginx_url(self) -> str:

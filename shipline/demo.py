@@ -47,6 +47,7 @@ def main() -> int:
     print(f"  Prefect UI      {settings.prefect_url}  (the delivery run above, its stages and artifacts)")
     print("  releases        .venv/bin/shipline releases hello-python --env prod [--stats]")
     print(f"  registry        http://{settings.registry_address}/v2/_catalog")
+    print(f"  GitLab webhook  {settings.webhook_url}  (onboard: shipline apps add REPO --project group/app)")
     print(f"  etcd            etcdctl --endpoints {settings.etcd_url} get --prefix /shipline/")
     print(f"  logs and state  {settings.home}")
     print("  stop            .venv/bin/shipline down")

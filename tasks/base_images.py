@@ -9,6 +9,7 @@ from blocks.registry import ShiplineRegistry
 from shipline.build.images import ensure_middleware_image, ensure_os_image, rebase_app_image
 from shipline.build.registry import PushedImage
 from shipline.config import load_settings
+from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.retries import retry_if_transient
 from shipline.spec import ImageSpec
 
@@ -18,7 +19,7 @@ class BaseLayers(BaseModel):
     middleware: PushedImage
 
 
-@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=retry_if_transient)
+@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=retry_if_transient, **STAGE_HOOKS)
 def prepare_base_layers(image: ImageSpec, rebuild: bool = False) -> BaseLayers:
     """Reuse the OS and middleware images from the registry, or build and push the missing ones."""
     settings, logger, block = load_settings(), get_run_logger(), ShiplineRegistry.current()

@@ -11,10 +11,11 @@ from shipline.build.registry import PushedImage
 from shipline.config import load_settings
 from shipline.docker import run_in_image
 from shipline.errors import BuildError
+from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.spec import AppSpec
 
 
-@task
+@task(**STAGE_HOOKS)
 def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: str) -> Path:
     """Run the build command with the workspace mounted; the declared artifact must exist afterwards."""
     logger = get_run_logger()

@@ -11,11 +11,12 @@ from blocks.registry import ShiplineRegistry
 from shipline.build.images import build_app_image
 from shipline.build.registry import PushedImage, push_image
 from shipline.config import load_settings
+from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.retries import retry_if_transient
 from shipline.spec import AppSpec
 
 
-@task
+@task(**STAGE_HOOKS)
 def build_app_layer(spec: AppSpec, artifact: Path, middleware: PushedImage, sha: str, source: str) -> str:
     """Build apps/{app}:{sha}: the artifact on the middleware, with OCI labels; build output to the log."""
     registry = ShiplineRegistry.current()
@@ -32,7 +33,7 @@ def build_app_layer(spec: AppSpec, artifact: Path, middleware: PushedImage, sha:
     )
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_if_transient)
+@task(retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_if_transient, **STAGE_HOOKS)
 def push_app_image(spec: AppSpec, sha: str) -> PushedImage:
     """Push the app image; a registry error inside the push stream fails (and is retried)."""
     registry = ShiplineRegistry.current()

@@ -1,4 +1,4 @@
-"""Task: tell the configured channels about a release's outcome."""
+"""Task: tell the configured channels about a release's outcome, and GitLab about a PROD release."""
 
 from __future__ import annotations
 
@@ -6,13 +6,27 @@ from prefect import get_run_logger, task
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 
+from shipline.config import load_settings
+from shipline.errors import NotifyError
+from shipline.gitlab.statuses import flow_run_url, project_of_app
 from shipline.release.notify import Delivery, ReleaseNotice, notify_blocks
 
 
 @task
 def send_release_notice(notice: ReleaseNotice, block_names: list[str]) -> list[Delivery]:
-    """Send the notice through each named notification block; an undeliverable one is a warning."""
+    """Send the notice through each named notification block; an undeliverable one is a warning.
+
+    A successful PROD release of an app onboarded from GitLab also comments on its commit: what, where,
+    which digest, and this run.
+    """
     logger = get_run_logger()
+    settings = load_settings()
+    notice = notice.model_copy(
+        update={
+            "run_url": flow_run_url(),
+            "where": f"http://{notice.app}.{notice.env}.localhost:{settings.nginx_port}/",
+        }
+    )
     blocks: list[tuple[str, NotificationBlock]] = []
     for name in block_names:
         try:
@@ -25,6 +39,12 @@ def send_release_notice(notice: ReleaseNotice, block_names: list[str]) -> list[D
         else:
             logger.warning("block %s is not a notification block", name)
     deliveries = notify_blocks(blocks, notice)
+    if notice.outcome == "success" and notice.env == "prod" and (project := project_of_app(notice.app)):
+        try:
+            project.comment_on_commit(notice.sha, notice.body)
+            deliveries.append(Delivery(channel=f"gitlab:{project.project}"))
+        except NotifyError as exc:
+            deliveries.append(Delivery(channel=f"gitlab:{project.project}", error=exc.message))
     for delivery in deliveries:
         if delivery.error:
             logger.warning("notice to %s not delivered: %s", delivery.channel, delivery.error)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
+from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.release.history import Release
 from shipline.release.lifecycle import run_release
 from shipline.release.plan import ReleaseRequest
 
 
-@task(task_run_name="release-to-{request.env}")
+@task(task_run_name="release-to-{request.env}", **STAGE_HOOKS)
 def release_to(request: ReleaseRequest, timeout_seconds: float = 3600) -> Release:
     """Run release/{env} for the request's digest and wait; fail unless that run completed.
 

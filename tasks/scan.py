@@ -13,6 +13,7 @@ from blocks.sonarqube import ShiplineSonarQube
 from shipline.build.scan import run_local_scan
 from shipline.build.sonarqube import run_scanner, wait_for_gate
 from shipline.errors import ScanError
+from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.retries import retry_if_transient
 from shipline.spec import AppSpec
 
@@ -26,7 +27,7 @@ def _sonar_block() -> ShiplineSonarQube | None:
         return None
 
 
-@task(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_if_transient)
+@task(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_if_transient, **STAGE_HOOKS)
 def scan_source(spec: AppSpec, workspace: Path) -> str:
     """Run the scan and enforce its gate; the findings summary becomes an artifact."""
     sonar = _sonar_block()

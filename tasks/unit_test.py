@@ -13,10 +13,11 @@ from shipline.build.registry import PushedImage
 from shipline.config import load_settings
 from shipline.docker import run_in_image
 from shipline.errors import TestFailure
+from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.spec import AppSpec
 
 
-@task
+@task(**STAGE_HOOKS)
 def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: str) -> TestSummary | None:
     """Run the test command; any failure stops the pipeline before an image is built."""
     if spec.test is None:

@@ -1,4 +1,4 @@
-"""Telling people about a release: Prefect notification blocks, and GitLab's commit status and comment.
+"""Telling people about a release through Prefect notification blocks (GitLab: ``shipline.gitlab``).
 
 A notification that cannot be delivered never undoes a release; it is reported (``Delivery.error``) so
 that the calling task logs it as a warning and shows it in the run's artifact.
@@ -10,13 +10,9 @@ import inspect
 from collections.abc import Sequence
 from typing import Literal
 
-import gitlab
-from gitlab.exceptions import GitlabError
 from prefect.blocks.abstract import NotificationBlock
 from prefect.utilities.asyncutils import run_coro_as_sync
-from pydantic import BaseModel, SecretStr
-
-from shipline.errors import NotifyError
+from pydantic import BaseModel
 
 Outcome = Literal["running", "success", "failed"]
 
@@ -31,6 +27,8 @@ class ReleaseNotice(BaseModel):
     sha: str
     release: int | None = None
     run_url: str | None = None
+    where: str | None = None
+    """Where the release answers (through nginx)."""
     detail: str = ""
 
     @property
@@ -45,6 +43,8 @@ class ReleaseNotice(BaseModel):
             f"- image: `{self.digest}`",
             f"- commit: `{self.sha}`",
         ]
+        if self.where:
+            lines.append(f"- where: {self.where}")
         if self.run_url:
             lines.append(f"- run: {self.run_url}")
         if self.detail:
@@ -72,40 +72,3 @@ def notify_blocks(blocks: Sequence[tuple[str, NotificationBlock]], notice: Relea
         else:
             deliveries.append(Delivery(channel=name))
     return deliveries
-
-
-def report_to_gitlab(
-    *, url: str, token: SecretStr, project: str, notice: ReleaseNotice, comment: bool = True
-) -> None:
-    """Set the commit status ``shipline/{env}`` on ``notice.sha`` and, if ``comment``, add a commit comment.
-
-    Args:
-        url: GitLab base URL.
-        token: Token allowed to set statuses and comment.
-        project: Project id or path (``group/app``).
-        notice: What to report.
-        comment: Also comment on the commit (done for final outcomes, not for "running").
-
-    Raises:
-        NotifyError: carrying GitLab's response code and message.
-    """
-    client = gitlab.Gitlab(url, private_token=token.get_secret_value(), timeout=10)
-    commit = client.projects.get(project, lazy=True).commits.get(notice.sha, lazy=True)
-    status = {
-        "state": notice.outcome,
-        "name": f"shipline/{notice.env}",
-        "description": notice.subject[:140],
-    }
-    if notice.run_url:
-        status["target_url"] = notice.run_url
-    try:
-        commit.statuses.create(status)
-        if comment:
-            commit.comments.create({"note": notice.body})
-    except GitlabError as exc:
-        raise NotifyError(
-            f"GitLab {url} refused the report on {project}@{notice.sha[:12]}: "
-            f"{exc.response_code} {exc.error_message}",
-            hint="check the shipline-gitlab block's token (it needs the api scope)",
-            transient=(exc.response_code or 0) >= 500,
-        ) from exc

@@ -380,6 +380,30 @@ class DiscoverDaemon(ProjectProcess):
 
 
 @dataclass
+class WebService(ProjectProcess):
+    """``shipline web``: GitLab webhooks start deliveries."""
+
+    name: str = "web"
+    binary: str = "shipline"
+    start_timeout: float = 30.0
+    needs: tuple[str, ...] = ("prefect", "etcd")
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.web_port
+
+    @property
+    def url(self) -> str:
+        return f"{self.settings.webhook_url} (POST)"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "shipline", "web"]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        response = _http_ok(f"{self.settings.web_url}/healthz")
+        return response is not None and response.text == "ok"
+
+
+@dataclass
 class RegistratorDaemon(ProjectProcess):
     """``shipline registrator``: this host's Shipline containers in etcd (every environment)."""
 
@@ -487,6 +511,7 @@ def infrastructure(settings: Settings) -> list[Component]:
         PrefectServer(settings),
         DiscoverDaemon(settings),
         RegistratorDaemon(settings),
+        WebService(settings),
     ]
 
 

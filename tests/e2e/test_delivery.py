@@ -25,16 +25,6 @@ from tests.images import layer_digests
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-python"
 
 
-@pytest.fixture
-def sample(tmp_path: Path, app: str) -> Path:
-    """The Python sample under this test's app name."""
-    copy = tmp_path / app
-    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("__pycache__", "reports", "REVISION"))
-    spec = copy / "shipline.yaml"
-    spec.write_text(spec.read_text().replace("app: hello-python", f"app: {app}"))
-    return copy
-
-
 def shipline_run(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
     done = subprocess.run(
         [sys.executable, "-m", "shipline", "run", str(path), "--json", *args],

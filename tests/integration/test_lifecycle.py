@@ -14,7 +14,7 @@ from tests.processes import group_members
 
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
-    prefect, etcd, peer, registry, nginx, discover = free_ports(6)
+    prefect, etcd, peer, registry, nginx, discover, web = free_ports(7)
     env = {
         "SHIPLINE_HOME": str(tmp_path / "home"),
         "SHIPLINE_PREFECT_PORT": str(prefect),
@@ -23,6 +23,7 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         "SHIPLINE_REGISTRY_PORT": str(registry),
         "SHIPLINE_NGINX_PORT": str(nginx),
         "SHIPLINE_DISCOVER_PORT": str(discover),
+        "SHIPLINE_WEB_PORT": str(web),
         "SHIPLINE_DOCKER_SOCKET": str(tmp_path / "no-docker.sock"),
     }
     settings = Settings(**{k.removeprefix("SHIPLINE_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
@@ -68,6 +69,7 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
             "prefect",
             "discover",
             "registrator",
+            "web",
             "worker-ci",
             "worker-pre",
             "worker-prod",

@@ -15,6 +15,7 @@ EXPECTED = [
     "prefect",
     "discover",
     "registrator",
+    "web",
     "worker-ci",
     "worker-pre",
     "worker-prod",

@@ -1,4 +1,4 @@
-"""Notices through python-gitlab and Prefect's webhook block, against local servers speaking their APIs."""
+"""Notices through Prefect's webhook block, against a local server speaking its API."""
 
 import json
 import threading
@@ -9,10 +9,8 @@ from urllib.parse import unquote
 
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
-from pydantic import SecretStr
 
-from shipline.errors import NotifyError
-from shipline.release.notify import Outcome, ReleaseNotice, notify_blocks, report_to_gitlab
+from shipline.release.notify import Outcome, ReleaseNotice, notify_blocks
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -64,28 +62,6 @@ def notice(outcome: Outcome = "success") -> ReleaseNotice:
         release=7,
         run_url="http://127.0.0.1:4200/runs/flow-run/1",
     )
-
-
-def test_gitlab_gets_a_commit_status_and_a_comment(server: str) -> None:
-    report_to_gitlab(url=server, token=SecretStr("glpat-x"), project="group/shop", notice=notice())
-    (status_path, status, token), (comment_path, comment, _) = Recorder.calls
-    assert status_path == f"/api/v4/projects/group/shop/statuses/{SHA}"
-    assert status == {
-        "state": "success",
-        "name": "shipline/prod",
-        "description": "shop released in prod",
-        "target_url": "http://127.0.0.1:4200/runs/flow-run/1",
-    }
-    assert token == "glpat-x"
-    assert comment_path == f"/api/v4/projects/group/shop/repository/commits/{SHA}/comments"
-    assert "release 7" in comment["note"] and "sha256:" + "f" * 64 in comment["note"]
-
-
-def test_gitlab_refusal_carries_code_and_message(server: str) -> None:
-    Recorder.fail_with = 403
-    with pytest.raises(NotifyError, match="403") as caught:
-        report_to_gitlab(url=server, token=SecretStr("bad"), project="group/shop", notice=notice("failed"))
-    assert not caught.value.transient
 
 
 def test_webhook_block_delivers_and_a_dead_channel_is_reported(server: str) -> None:

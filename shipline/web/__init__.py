@@ -1,0 +1,1 @@
+"""shipline web: the one web service (GitLab webhooks; the log search page joins it)."""

@@ -1,0 +1,164 @@
+"""``shipline web``: Shipline's one web service, an ASGI app (starlette) served by uvicorn.
+
+``POST /hooks/gitlab`` takes GitLab's webhooks (contract: shared/DESIGN.md §3, Webhook):
+
+- 401 when ``X-Gitlab-Token`` is missing or differs from the ``shipline-gitlab`` block's webhook secret
+  (compared in constant time; the block is read again at most a second after it changed, no restart);
+- 413 for a body over 1 MiB (refused by its ``Content-Length``, or as soon as more has arrived), 408 for
+  a body that does not arrive within ten seconds, 400 for an unknown event, a body that is not JSON or a
+  payload that lacks a field Shipline reads — naming it;
+- 2xx with a JSON reason for an event that starts nothing (GitLab disables hooks that keep failing);
+- 202 with the flow run's id and UI URL for a new delivery, 200 with the same run for a redelivery.
+
+``GET /healthz`` answers ``ok`` while the service runs. Nothing here blocks the event loop: the GitLab
+block, onboarded apps and Prefect are reached asynchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from shipline.apps import OnboardedApp
+from shipline.errors import ConfigError, ShiplineError
+from shipline.gitlab.events import Ignored, decide, parse_event, project_of
+from shipline.gitlab.events import Trigger as GitLabTrigger
+from shipline.gitlab.triggers import StartedRun
+
+log = logging.getLogger("shipline.web")
+
+MAX_BODY = 1024 * 1024
+BODY_SECONDS = 10.0
+
+
+class Starter(Protocol):
+    """Starts the delivery run a trigger asks for (``shipline.gitlab.triggers.DeliveryStarter``)."""
+
+    async def start(
+        self, trigger: GitLabTrigger, app: OnboardedApp, *, delivery_id: str | None
+    ) -> StartedRun:
+        """The run for ``trigger``: created, or the one an earlier delivery of the same event created."""
+        ...
+
+
+SecretSource = Callable[[], Awaitable[str | None]]
+AppSource = Callable[[str], Awaitable[OnboardedApp | None]]
+
+
+class Cached:
+    """A value read through ``load`` at most once per ``seconds``, so that an edit takes effect that fast.
+
+    Concurrent callers share one read.
+    """
+
+    def __init__(self, load: SecretSource, *, seconds: float = 1.0) -> None:
+        self.load, self.seconds = load, seconds
+        self._value: str | None = None
+        self._read_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> str | None:
+        async with self._lock:
+            if time.monotonic() - self._read_at > self.seconds:
+                self._value = await self.load()
+                self._read_at = time.monotonic()
+            return self._value
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(*, secret: SecretSource, apps: AppSource, starter: Starter, ui_url: str) -> Starlette:
+    """The web service, reading the webhook secret, onboarded apps and Prefect through what it is given.
+
+    Args:
+        secret: The current webhook secret (None: none configured, so every hook is refused).
+        apps: The app onboarded from a GitLab project path, or None.
+        starter: Creates delivery runs.
+        ui_url: Prefect UI's base URL, for the links in answers.
+    """
+
+    async def gitlab_hook(request: Request) -> Response:
+        try:
+            expected = await secret()
+        except ShiplineError as exc:
+            return _error(503, f"{exc.message} (GitLab will count this delivery as failed; redeliver it)")
+        given = request.headers.get("x-gitlab-token", "")
+        # Checked before the body is read: a client without the secret never gets to send a megabyte.
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            return _error(401, "X-Gitlab-Token is missing or wrong")
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                body = await request.body()
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {BODY_SECONDS:.0f} s")
+        except ClientDisconnect:
+            return _error(400, "the client went away before sending the whole body")
+        kind = request.headers.get("x-gitlab-event")
+        if not kind:
+            return _error(400, "X-Gitlab-Event header is missing")
+        try:
+            payload: Any = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+            return _error(400, "the body is not JSON")
+        try:
+            event = parse_event(kind, payload)
+        except ConfigError as exc:
+            return _error(400, exc.message)
+        project = project_of(event)
+        try:
+            app = await apps(project)
+        except ShiplineError as exc:
+            return _error(503, f"{exc.message} (GitLab will count this delivery as failed; redeliver it)")
+        if app is None:
+            return JSONResponse({"started": False, "reason": f"project {project} is not onboarded"})
+        decision = decide(event, app)
+        if isinstance(decision, Ignored):
+            return JSONResponse({"started": False, "reason": decision.reason})
+        delivery_id = request.headers.get("idempotency-key") or request.headers.get("x-gitlab-event-uuid")
+        try:
+            run = await starter.start(decision, app, delivery_id=delivery_id)
+        except ShiplineError as exc:
+            log.warning("%s: %s", project, exc.message)
+            return _error(503, f"{exc.message} (GitLab will count this delivery as failed; redeliver it)")
+        log.info(
+            "%s %s %s@%s: run %s (%s)",
+            kind,
+            project,
+            decision.ref,
+            decision.sha[:12],
+            run.name,
+            "new" if run.created else "redelivery",
+        )
+        return JSONResponse(
+            {
+                "started": run.created,
+                "app": app.app,
+                "sha": decision.sha,
+                "flow_run_id": str(run.id),
+                "flow_run": run.name,
+                "url": f"{ui_url}/runs/flow-run/{run.id}",
+            },
+            status_code=202 if run.created else 200,
+        )
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/hooks/gitlab", gitlab_hook, methods=["POST"], max_body_size=MAX_BODY),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,73 @@
+"""Running ``shipline web``: ``shipline.web.app`` wired to the real GitLab block, etcd and Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import cast
+
+import httpx
+import uvicorn
+
+from shipline.apps import OnboardedApp, list_apps
+from shipline.config import Settings
+from shipline.errors import ServiceUnavailableError
+from shipline.etcd_client import connect
+from shipline.gitlab.triggers import DeliveryStarter
+from shipline.web.app import Cached, create_app
+
+GITLAB_BLOCK = "default"
+
+
+async def webhook_secret() -> str | None:
+    """The ``shipline-gitlab/default`` block's webhook secret, as an operator last saved it (None: none)."""
+    from blocks.gitlab import ShiplineGitLab
+
+    try:
+        block = cast(ShiplineGitLab, await ShiplineGitLab.aload(GITLAB_BLOCK))
+    except ValueError:
+        return None
+    except Exception as exc:  # Prefect's client raises httpx and runtime errors when the server is away
+        raise ServiceUnavailableError(
+            f"the shipline-gitlab block cannot be read: {exc}", transient=True
+        ) from exc
+    secret = block.webhook_secret
+    return secret.get_secret_value() if secret is not None else None
+
+
+class OnboardedApps:
+    """Onboarded apps by GitLab project, read from etcd at most once a second."""
+
+    def __init__(self, etcd_url: str, *, seconds: float = 1.0) -> None:
+        self.etcd_url, self.seconds = etcd_url, seconds
+        self._apps: list[OnboardedApp] = []
+        self._read_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, project: str) -> OnboardedApp | None:
+        async with self._lock:
+            if time.monotonic() - self._read_at > self.seconds:
+                async with connect(self.etcd_url) as client:
+                    self._apps = await list_apps(client)
+                self._read_at = time.monotonic()
+        return next((a for a in self._apps if a.project and a.project.lower() == project.lower()), None)
+
+
+async def serve(settings: Settings) -> None:
+    """Serve on ``settings.host:settings.web_port`` until SIGTERM or SIGINT (uvicorn's graceful shutdown)."""
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        app = create_app(
+            secret=Cached(webhook_secret),
+            apps=OnboardedApps(settings.etcd_url),
+            starter=DeliveryStarter(settings.prefect_api_url, client),
+            ui_url=settings.prefect_url,
+        )
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.web_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        await uvicorn.Server(config).serve()
