@@ -322,6 +322,7 @@ def web() -> None:
 
     current = settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per event is ours; not one per call
     typer.echo(f"web: GitLab webhooks on {current.webhook_url}")
     asyncio.run(serve(current))
 

@@ -95,6 +95,9 @@ class NotifyError(ShiplineError):
 class DiscoveryError(ShiplineError):
     """nginx rejected a rendered config (the last good one keeps serving), or could not be reloaded."""
 
+    reloaded: bool = False
+    """Whether the changes nginx accepted were applied (and nginx reloaded) before this was raised."""
+
 
 class StageError(ShiplineError):
     """A pipeline stage failed."""

@@ -161,7 +161,7 @@ class Discovery:
             except DiscoveryError as exc:
                 self.metrics.failures += 1
                 log.error("%s", exc)  # retried on the next change
-                reloaded = False
+                reloaded = exc.reloaded
             if reloaded:
                 self.metrics.reloads += 1
                 if started is not None:

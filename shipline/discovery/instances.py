@@ -37,7 +37,9 @@ class Instance(BaseModel):
 
     @property
     def address(self) -> str:
-        return f"{self.ip}:{self.port}"
+        """``IP:PORT`` as nginx and HTTP clients write it: an IPv6 address in brackets."""
+        ip = ipaddress.ip_address(self.ip)
+        return f"[{ip}]:{self.port}" if ip.version == 6 else f"{ip}:{self.port}"
 
 
 def prefix(app: str, env: str) -> str:

@@ -138,22 +138,39 @@ class NginxConfig:
         Returns:
             True if nginx was reloaded, False if nothing changed.
 
+        A file ``nginx -t`` rejects never reaches the conf dir, and harms only its own app: the changes are
+        checked together, and when that fails each on its own, so that the good ones still apply.
+
         Raises:
-            DiscoveryError: if ``nginx -t`` rejects the new files (which then never reach the conf dir).
+            DiscoveryError: naming each rejected file and nginx's complaint; ``reloaded`` tells whether the
+                other changes were applied.
         """
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         changed = {name: text for name, text in files.items() if _current(self.conf_dir / name) != text}
         if not changed:
             return False
+        rejected: dict[str, str] = {}
         problem = self._check(changed)
         if problem is not None:
-            raise DiscoveryError(
-                f"nginx rejects the rendered config; the last good one keeps serving: {problem}",
-                hint="check the nginx template (SHIPLINE_NGINX_TEMPLATE)",
-            )
+            for name, text in changed.items():
+                if (alone := self._check({name: text})) is not None:
+                    rejected[name] = alone
+            changed = {name: text for name, text in changed.items() if name not in rejected}
+            if changed and self._check(changed) is not None:
+                rejected |= dict.fromkeys(changed, problem)  # fine alone, not together: apply none of them
+                changed = {}
         for name, text in changed.items():
             write_atomically(self.conf_dir / name, text)  # nginx's include never sees .*.tmp
-        self._reload()
+        if changed:
+            self._reload()
+        if rejected:
+            error = DiscoveryError(
+                f"nginx rejects {', '.join(sorted(rejected))}; their last good files keep serving: "
+                + "; ".join(sorted(set(rejected.values()))),
+                hint="check the nginx template (SHIPLINE_NGINX_TEMPLATE) and the keys of those apps in etcd",
+            )
+            error.reloaded = bool(changed)
+            raise error
         return True
 
 

@@ -29,6 +29,14 @@ from shipline.etcd_client import connect
 from shipline.health import poll_health
 
 log = logging.getLogger("shipline.registrator")
+RESYNC_HEALTH_SECONDS = 3.0
+"""How long a resync waits for instances' health paths, all at once."""
+
+
+class LeaseLost(ServiceUnavailableError):
+    """The registrator's lease expired or could not be refreshed: start over with a new one."""
+
+
 LABELS = ("shipline.app", "shipline.env", "shipline.port")
 
 
@@ -82,10 +90,16 @@ class Registrator:
 
     async def _resync(self, etcd: aetcd.Client, lease: aetcd.Lease, client: docker.DockerClient) -> None:
         running = self._running(client)
-        for instance, health, _ in running:
-            if await self._answers(instance, health, timeout=5):
-                await register(etcd, instance, lease)
-                self.registered[instance.key] = instance
+        # Every instance at once, each answer capped: a few hanging health paths cost RESYNC_HEALTH_SECONDS
+        # in all, not that much each, and the lease is kept alive meanwhile by its own task.
+        urls = {f"http://{i.ip}:{i.port}{health}": i for i, health, _ in running}
+        silent = await poll_health(list(urls), timeout=RESYNC_HEALTH_SECONDS, interval=0.1)
+        for url, instance in urls.items():
+            if url in silent:
+                log.warning("%s does not answer %s (%s): not registered", instance.key, url, silent[url])
+                continue
+            await register(etcd, instance, lease)
+            self.registered[instance.key] = instance
         keep = {instance.key for instance, _, _ in running}
         for stale in await list_instances(etcd):
             if stale.ip == self.ip and self._wanted(stale) and stale.key not in keep:
@@ -142,9 +156,11 @@ class Registrator:
         backoff = 0.5
         while not stop.is_set():
             halt = threading.Event()
+            keepalive: asyncio.Task[None] | None = None
             try:
                 async with connect(self.etcd_url) as etcd:
                     lease = await etcd.lease(ttl=self.ttl)
+                    keepalive = asyncio.create_task(self._keep_alive(lease))
                     # Events are followed from before the resync: Docker replays those of a container that
                     # starts or stops while it runs (the handlers are idempotent), so none is lost.
                     since = int(time.time()) - 1
@@ -156,15 +172,26 @@ class Registrator:
                     threading.Thread(
                         target=self._follow_events, args=(client, loop, queue, halt, since), daemon=True
                     ).start()
-                    await self._serve(etcd, lease, queue, stop)
-            except (ClientError, ServiceUnavailableError, OSError) as exc:
+                    await self._serve(etcd, lease, queue, stop, keepalive)
+            except (ClientError, ServiceUnavailableError, OSError, LeaseLost) as exc:
                 log.warning("etcd unavailable (%s): starting over", type(exc).__name__)
             finally:
                 halt.set()
                 self.healthy = False
+                if keepalive is not None:
+                    keepalive.cancel()
             if not stop.is_set():
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _keep_alive(self, lease: aetcd.Lease) -> None:
+        """Refresh the lease every third of the TTL the server grants, whatever else the daemon is doing."""
+        while True:
+            reply = await lease.refresh()
+            granted = int(getattr(reply, "TTL", 0))
+            if granted <= 0:
+                raise LeaseLost(f"lease {lease.id} expired")
+            await asyncio.sleep(granted / 3)
 
     async def _serve(
         self,
@@ -172,16 +199,15 @@ class Registrator:
         lease: aetcd.Lease,
         queue: asyncio.Queue[dict[str, Any]],
         stop: asyncio.Event,
+        keepalive: asyncio.Task[None],
     ) -> None:
         pending: set[asyncio.Task[None]] = set()
-        next_beat = asyncio.get_running_loop().time()
         while not stop.is_set():
-            now = asyncio.get_running_loop().time()
-            if now >= next_beat:
-                await lease.refresh()
-                next_beat = now + self.ttl / 3
+            if keepalive.done():
+                keepalive.result()  # raises why the lease could not be kept: the run loop starts over
+                raise LeaseLost("the lease keep-alive stopped")
             try:
-                event = await asyncio.wait_for(queue.get(), timeout=max(0.05, next_beat - now))
+                event = await asyncio.wait_for(queue.get(), timeout=0.25)
             except TimeoutError:
                 continue
             task = asyncio.create_task(self._handle(event, etcd, lease))

@@ -36,6 +36,7 @@ from shipline.build.sources import resolve_source
 from shipline.config import Settings
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.gitlab.statuses import STAGES
+from shipline.release.lifecycle import release_history
 from tests.fake_gitlab import FakeGitLab
 from tests.gitlab_payloads import PUSH, headers
 from tests.waiting import eventually
@@ -161,7 +162,11 @@ def test_a_push_is_delivered_to_prod_and_reported_on_its_commit(
         ]
     assert {p.target_url for p in fake_gitlab.project(project).statuses[sha]} == {target}
     (comment,) = fake_gitlab.comments(project, sha)
-    assert "released in prod" in comment and sha in comment and "sha256:" in comment and target in comment
+    (prod,) = release_history(app, "prod", etcd_url=settings.etcd_url)
+    release_run = f"{settings.prefect_url}/runs/flow-run/{prod.flow_run_id}"  # the run that made it live
+    assert (
+        "released in prod" in comment and sha in comment and prod.digest in comment and release_run in comment
+    )
 
     # A push whose event never arrived (the receiver was down): the reconcile flow delivers it, once.
     (sample / "app" / "NOTES").write_text("a commit pushed while the webhook receiver was down\n")

@@ -106,3 +106,36 @@ def test_broken_template_keeps_the_last_good_config(
 def test_names_that_try_to_inject_config_are_rejected(settings: Settings, app: str, env: str) -> None:
     with pytest.raises(ConfigError):
         render_app(app, env, [], settings=settings)
+
+
+def test_a_rejected_file_harms_only_its_own_app(
+    settings: Settings, app: str, backend: int, tmp_path: Path
+) -> None:
+    other = f"{app}-b"
+    nginx = NginxConfig(settings)
+    broken = tmp_path / "broken.conf.j2"
+    broken.write_text(
+        "server { listen {{ listen }}; server_name {{ server_name }}; this_is_not_nginx on; }\n"
+    )
+    live = [Instance(app=app, env="pre", ip="127.0.0.1", port=backend)]
+    try:
+        with pytest.raises(DiscoveryError, match=f"nginx rejects {file_name(other, 'pre')}") as caught:
+            nginx.apply(
+                {
+                    file_name(app, "pre"): render_app(app, "pre", live, settings=settings),
+                    file_name(other, "pre"): render_app(other, "pre", [], settings=settings, template=broken),
+                }
+            )
+        assert caught.value.reloaded
+        assert through_nginx(settings, app, f"instance {backend}").text == f"instance {backend}"
+        assert not (settings.nginx_conf_dir / file_name(other, "pre")).exists()
+    finally:
+        (settings.nginx_conf_dir / file_name(other, "pre")).unlink(missing_ok=True)
+
+
+def test_an_ipv6_instance_is_written_as_nginx_wants_it(settings: Settings, app: str) -> None:
+    nginx = NginxConfig(settings)
+    six = [Instance(app=app, env="pre", ip="::1", port=22000)]
+    text = render_app(app, "pre", six, settings=settings)
+    assert "server [::1]:22000" in text
+    assert nginx.apply({file_name(app, "pre"): text})  # nginx -t accepts it

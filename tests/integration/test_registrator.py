@@ -1,10 +1,12 @@
 """The registrator on the real Docker Engine and etcd: start, docker stop, kill -9, restart."""
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import aetcd
 import docker
+import httpx
 import pytest
 
 from shipline.config import Settings
@@ -130,3 +132,49 @@ async def test_restart_keeps_keys_and_removes_orphans(
 
 async def _has(etcd: aetcd.Client, app: str, ports: list[int]) -> bool:
     return sorted(await keys(etcd, app)) == ports
+
+
+async def test_hanging_health_paths_during_a_resync_never_cost_the_lease(
+    settings: Settings, image: str, app: str, etcd: aetcd.Client
+) -> None:
+    client = docker_client(settings.docker_url)
+    # Ten instances whose health path takes the connection and never answers, and two healthy ones.
+    listeners = []
+    for _ in range(10):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listeners.append(listener)
+        start(client, image, app, listener.getsockname()[1], command=["sleep", "300"])
+    healthy = free_ports(2)
+    for port in healthy:
+        start(client, image, app, port)
+    await eventually_async(
+        lambda: asyncio.to_thread(_answer_all, healthy), timeout=30, what="the healthy instances to answer"
+    )
+    registrator = Registrator(
+        docker_url=settings.docker_url, etcd_url=settings.etcd_url, ip="127.0.0.1", envs=["regtest"], ttl=2
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(registrator.run(stop))
+    try:
+        assert await eventually_async(
+            lambda: _has(etcd, app, sorted(healthy)), timeout=20, what="the healthy two"
+        )
+        assert registrator.healthy
+        # Time is the stimulus here: several lease TTLs pass while the hanging instances stay silent.
+        await asyncio.sleep(3 * 2)
+        assert await keys(etcd, app) == sorted(healthy)
+        assert registrator.healthy
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+        for listener in listeners:
+            listener.close()
+
+
+def _answer_all(ports: list[int]) -> bool:
+    try:
+        return all(httpx.get(f"http://127.0.0.1:{p}/healthz", timeout=1).status_code == 200 for p in ports)
+    except httpx.HTTPError:
+        return False
