@@ -129,6 +129,8 @@ def status(as_json: JsonOption = False) -> None:
         return
     for c in components:
         owner = f"pid {c.pid}" if c.managed else ("external" if c.state == State.UP else "")
+        if c.restarts:
+            owner += f", {c.restarts} restart(s), last: {c.last_exit}"
         typer.echo(f"{c.name:<12} {c.state:<9} {c.url:<48} {owner}")
 
 
@@ -339,6 +341,31 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await main(stop)
 
     asyncio.run(supervised())
+
+
+@app.command()
+@reports_errors
+def units(
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="ci, pre, prod or edge (default: all of them).")
+    ] = None,
+    out: Annotated[str, typer.Option("--out", help="Directory to write the unit files into.")] = "units",
+) -> None:
+    """Write systemd units (Restart=always) for the daemons of a host's role, for production hosts."""
+    from pathlib import Path
+
+    from shipline.stack.units import ROLES, write_units
+
+    chosen = role or list(ROLES)
+    unknown = sorted(set(chosen) - set(ROLES))
+    if unknown:
+        _fail(f"unknown role(s) {', '.join(unknown)}", hint=f"choose from {', '.join(ROLES)}")
+    written = write_units(Path(out), chosen, settings())  # type: ignore[arg-type]
+    for path in written:
+        typer.echo(str(path))
+    typer.echo(
+        f"Install: cp {out}/*.service /etc/systemd/system/; systemctl daemon-reload; systemctl enable --now"
+    )
 
 
 apps = typer.Typer(help="Onboarded apps: which repository, GitLab project and branch each is delivered from.")

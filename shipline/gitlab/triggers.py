@@ -23,6 +23,7 @@ from shipline.errors import ServiceUnavailableError
 from shipline.gitlab.events import Trigger, idempotency_key
 
 RECONCILED = "reconciled"
+RETRY_DELAYS = (0.1, 0.3, 1.0)
 
 
 class StartedRun(BaseModel):
@@ -65,14 +66,23 @@ class DeliveryStarter:
         self._creating = asyncio.Lock()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self.client.request(method, f"{self.api_url}{path}", **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(
-                f"Prefect at {self.api_url} does not answer: {type(exc).__name__}",
-                hint="shipline status shows whether the Prefect server is up",
-                transient=True,
-            ) from exc
+        # Prefect on SQLite answers 503 while its database is busy: a few quick retries ride that out,
+        # well within the time GitLab waits for an answer. Creating a run twice is safe (idempotency key).
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                response = await self.client.request(method, f"{self.api_url}{path}", **kwargs)
+            except httpx.HTTPError as exc:
+                if delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                raise ServiceUnavailableError(
+                    f"Prefect at {self.api_url} does not answer: {type(exc).__name__}",
+                    hint="shipline status shows whether the Prefect server is up",
+                    transient=True,
+                ) from exc
+            if response.status_code < 500 or delay is None:
+                break
+            await asyncio.sleep(delay)
         if response.status_code >= 400:
             raise ServiceUnavailableError(
                 f"Prefect at {self.api_url} answered {response.status_code} to {method} {path}: "

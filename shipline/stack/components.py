@@ -23,6 +23,7 @@ from shipline.config import POOLS, PROJECT_ROOT, Settings
 from shipline.files import write_atomically
 from shipline.programs import find_program
 from shipline.stack.processes import ProcessRecord
+from shipline.stack.supervise import state_path
 
 PROBE_TIMEOUT = httpx.Timeout(1.0)
 
@@ -41,6 +42,8 @@ class Component(ABC):
     port: int | None = None
     start_timeout: float = 30.0
     needs: tuple[str, ...] = field(default=())
+    supervised: bool = False
+    """Restarted within a second when it exits unasked (``shipline.stack.supervise``)."""
 
     @property
     @abstractmethod
@@ -58,6 +61,13 @@ class Component(ABC):
     @abstractmethod
     def command(self) -> list[str]:
         """Program and arguments that run the component in the foreground."""
+
+    def launch_command(self) -> list[str]:
+        """What ``up`` starts: the command, under its supervisor when the component is supervised."""
+        if not self.supervised:
+            return self.command()
+        state = str(state_path(self.settings.run_dir, self.name))
+        return [sys.executable, "-m", "shipline.stack.supervise", self.name, state, "--", *self.command()]
 
     def environment(self) -> dict[str, str]:
         return dict(os.environ)
@@ -310,6 +320,7 @@ class ProjectProcess(Component):
     """
 
     package: str = "the project virtualenv (make install)"
+    supervised: bool = True
 
     def resolve_binary(self) -> str | None:
         return sys.executable

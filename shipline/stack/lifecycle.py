@@ -20,6 +20,7 @@ from shipline.errors import ComponentStartError, MissingBinaryError, PortInUseEr
 from shipline.stack.components import Component, infrastructure, workers
 from shipline.stack.processes import ProcessRecord, ProcessTable
 from shipline.stack.sockets import find_listener
+from shipline.stack.supervise import read_supervision
 
 Report = Callable[[str], None]
 
@@ -41,6 +42,9 @@ class ComponentStatus:
     """True when Shipline started the running process (``down`` stops it)."""
     pid: int | None
     log: str
+    restarts: int = 0
+    """Times its supervisor started it again after it exited unasked."""
+    last_exit: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -49,6 +53,8 @@ class ComponentStatus:
             "managed": self.managed,
             "pid": self.pid,
             "log": self.log,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
         }
 
 
@@ -87,6 +93,7 @@ def component_status(component: Component, table: ProcessTable) -> ComponentStat
         state = State.STARTING
     else:
         state = State.DOWN
+    supervision = read_supervision(table.run_dir, component.name) if record is not None else None
     return ComponentStatus(
         name=component.name,
         state=state,
@@ -94,6 +101,8 @@ def component_status(component: Component, table: ProcessTable) -> ComponentStat
         managed=record is not None,
         pid=record.pid if record else None,
         log=str(component.log),
+        restarts=supervision.restarts if supervision else 0,
+        last_exit=supervision.last_exit if supervision else None,
     )
 
 
@@ -182,7 +191,9 @@ def start_missing(components: Sequence[Component], table: ProcessTable, report: 
             continue
         _check_startable(component)
         component.prepare()
-        new = table.spawn(component.name, component.command(), log=component.log, env=component.environment())
+        new = table.spawn(
+            component.name, component.launch_command(), log=component.log, env=component.environment()
+        )
         report(f"  {component.name:<12} starting (pid {new.pid}, log {component.log})")
         pending[component.name] = (component, new)
     started = list(pending)

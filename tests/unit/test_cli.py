@@ -40,6 +40,16 @@ def test_status_json_lists_every_component(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path))
     names = ["docker", "etcd", "registry", "nginx", "prefect", "worker-ci", "worker-pre", "worker-prod"]
     fake = [ComponentStatus(n, State.UP, f"http://x/{n}", True, 100 + i, "log") for i, n in enumerate(names)]
+    fake[-1] = ComponentStatus(
+        "worker-prod",
+        State.UP,
+        "http://x/worker-prod",
+        True,
+        107,
+        "log",
+        restarts=2,
+        last_exit="killed by SIGKILL",
+    )
     monkeypatch.setattr("shipline.stack.lifecycle.status", lambda settings: fake)
     result = runner.invoke(cli.app, ["status", "--json"])
     assert result.exit_code == 0
@@ -52,6 +62,8 @@ def test_status_json_lists_every_component(monkeypatch: pytest.MonkeyPatch, tmp_
         "managed": True,
         "pid": 107,
         "log": "log",
+        "restarts": 2,
+        "last_exit": "killed by SIGKILL",
     }
 
 

@@ -1,0 +1,70 @@
+"""systemd units for Shipline's daemons on real hosts: the same commands ``shipline up`` supervises.
+
+Each host runs the daemons of its role (``Restart=always``, one second apart, like the embedded stack's
+supervisor):
+
+- ``ci``: the ``ci`` pool's worker (builds);
+- ``pre`` / ``prod``: that pool's worker and a registrator for that environment's containers;
+- ``edge``: ``discover`` (nginx follows etcd) and ``web`` (GitLab webhooks).
+
+The units carry the Prefect settings of the host they are written on; edit ``PREFECT_API_URL`` and the
+``SHIPLINE_*`` values for the host that will run them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from shipline.config import Settings
+from shipline.files import write_atomically
+
+Role = Literal["ci", "pre", "prod", "edge"]
+ROLES: tuple[Role, ...] = ("ci", "pre", "prod", "edge")
+
+
+def daemons(role: Role) -> dict[str, list[str]]:
+    """Unit name → the ``python -m …`` arguments of each daemon of ``role``."""
+    if role == "edge":
+        return {"shipline-discover": ["shipline", "discover"], "shipline-web": ["shipline", "web"]}
+    worker = ["prefect", "worker", "start", "--pool", role, "--type", "process", "--name", f"shipline-{role}"]
+    units = {f"shipline-worker-{role}": worker}
+    if role != "ci":
+        units[f"shipline-registrator-{role}"] = ["shipline", "registrator", "--env", role]
+    return units
+
+
+def render_unit(name: str, arguments: list[str], settings: Settings) -> str:
+    """The text of one unit file."""
+    environment = "\n".join(
+        f"Environment={key}={value}" for key, value in settings.prefect_environment().items()
+    )
+    return f"""# Written by `shipline units`: {name}
+[Unit]
+Description=Shipline {name.removeprefix("shipline-")}
+After=network-online.target docker.service
+Wants=network-online.target
+
+[Service]
+ExecStart={sys.executable} -m {" ".join(arguments)}
+{environment}
+Restart=always
+RestartSec=1
+KillMode=mixed
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def write_units(directory: Path, roles: list[Role], settings: Settings) -> list[Path]:
+    """Write the units of ``roles`` into ``directory``; return their paths."""
+    written = []
+    for role in roles:
+        for name, arguments in daemons(role).items():
+            path = directory / f"{name}.service"
+            write_atomically(path, render_unit(name, arguments, settings))
+            written.append(path)
+    return written

@@ -1,0 +1,36 @@
+"""`shipline units`: systemd units that restart each daemon of a host's role, with the stack's commands."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shipline import cli
+
+runner = CliRunner()
+
+
+def test_units_of_every_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path / "home"))
+    result = runner.invoke(cli.app, ["units", "--out", str(tmp_path / "units")])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "units").iterdir())
+    assert names == [
+        "shipline-discover.service",
+        "shipline-registrator-pre.service",
+        "shipline-registrator-prod.service",
+        "shipline-web.service",
+        "shipline-worker-ci.service",
+        "shipline-worker-pre.service",
+        "shipline-worker-prod.service",
+    ]
+    unit = (tmp_path / "units" / "shipline-registrator-prod.service").read_text()
+    assert "Restart=always" in unit and "RestartSec=1" in unit
+    assert " -m shipline registrator --env prod\n" in unit
+    assert "Environment=PREFECT_API_URL=http://127.0.0.1:4200/api" in unit
+
+
+def test_an_unknown_role_is_refused(tmp_path: Path) -> None:
+    result = runner.invoke(cli.app, ["units", "--role", "qa", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unknown role(s) qa" in result.output and not list(tmp_path.iterdir())
