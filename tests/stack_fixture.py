@@ -20,6 +20,21 @@ from shipline.docker import docker_client
 from shipline.errors import ShiplineError
 from shipline.stack.lifecycle import all_components, down, up
 
+COMPONENTS = [
+    "docker",
+    "etcd",
+    "registry",
+    "nginx",
+    "prefect",
+    "discover",
+    "registrator",
+    "web",
+    "worker-ci",
+    "worker-pre",
+    "worker-prod",
+]
+"""Every component of the local stack, in the order `shipline status` lists them."""
+
 
 def stack_settings() -> Iterator[Settings]:
     settings = load_settings()

@@ -3,8 +3,6 @@
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,19 +18,14 @@ from shipline.docker import docker_client
 from shipline.etcd_client import connect
 from shipline.release.deploy import running_instances
 from shipline.release.history import list_releases
+from tests.cli import shipline
 from tests.images import layer_digests
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-python"
 
 
 def shipline_run(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "shipline", "run", str(path), "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    done = shipline("run", str(path), "--json", *args, timeout=900)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 

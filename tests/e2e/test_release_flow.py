@@ -1,8 +1,6 @@
 """The release flow, run by the pre worker through its deployment, on the real engine, etcd and Prefect."""
 
 import asyncio
-import subprocess
-import sys
 
 import httpx
 from prefect.client.schemas.objects import FlowRun
@@ -15,6 +13,7 @@ from shipline.release.deploy import running_instances
 from shipline.release.history import Release, ReleaseStatus, list_releases
 from shipline.release.plan import ReleaseRequest
 from shipline.spec import AutoTests, HttpCheck, ServiceSpec
+from tests.cli import shipline
 from tests.images import busybox_web_image
 
 
@@ -93,13 +92,7 @@ def test_cli_rollback_redeploys_the_previous_digest(settings: Settings, app: str
     for req in (v1, v2):
         flow_run = deliver(req)
         assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
-    done = subprocess.run(
-        [sys.executable, "-m", "shipline", "rollback", app, "--env", "pre"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = shipline("rollback", app, "--env", "pre", timeout=600)
     assert done.returncode == 0, done.stderr
     assert "back to release 1" in done.stdout
     history = releases(settings, app)
@@ -109,12 +102,6 @@ def test_cli_rollback_redeploys_the_previous_digest(settings: Settings, app: str
 
 
 def test_cli_rollback_without_history_is_a_clear_error(settings: Settings, app: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "shipline", "rollback", app, "--env", "pre"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = shipline("rollback", app, "--env", "pre", timeout=60)
     assert done.returncode == 1
     assert "error: there is no release to roll back to" in done.stderr

@@ -3,8 +3,6 @@
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from shipline.release.history import ReleaseStatus
 from shipline.release.plan import ReleaseRequest
 from shipline.stack.lifecycle import up
 from shipline.stack.processes import ProcessTable
+from tests.cli import shipline
 from tests.e2e.test_release_flow import deliver, releases, request
 from tests.waiting import eventually
 
@@ -120,13 +119,7 @@ def test_release_waits_for_approval(settings: Settings, app: str, gated_env: str
     worker.start()
     paused = _paused_run(app)
     assert running_instances(docker_client(settings.docker_url), app=app, env=gated_env) == []
-    answer = subprocess.run(
-        [sys.executable, "-m", "shipline", verb, str(paused.id), "-m", "from the test"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    answer = shipline(verb, str(paused.id), "-m", "from the test", timeout=60)
     assert answer.returncode == 0, answer.stderr
     worker.join(timeout=300)
     state = result["run"].state

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +36,7 @@ from shipline.config import Settings
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.gitlab.statuses import STAGES
 from shipline.release.lifecycle import release_history
+from tests.cli import shipline
 from tests.fake_gitlab import FakeGitLab
 from tests.gitlab_payloads import PUSH, headers
 from tests.waiting import eventually
@@ -73,12 +73,6 @@ def git_head(repository: str) -> str:
         ["git", "--git-dir", repository, "rev-parse", "main"], capture_output=True, text=True, check=True
     )
     return done.stdout.strip()
-
-
-def shipline(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shipline", *args], capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 def push_payload(project: str, sha: str, before: str = "0" * 39 + "1") -> dict[str, Any]:

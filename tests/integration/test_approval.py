@@ -1,7 +1,5 @@
 """The approval gate on the real Prefect server, answered with `shipline approve|reject`."""
 
-import subprocess
-import sys
 import threading
 import uuid
 
@@ -12,6 +10,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 from shipline.config import Settings
 from shipline.release.approval import ApprovalDecision, wait_for_approval
+from tests.cli import shipline
 from tests.waiting import eventually
 
 
@@ -53,12 +52,6 @@ class GatedRun:
         self.thread.join(timeout=60)
         assert self.result is not None, "the gated flow did not finish"
         return self.result
-
-
-def shipline(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shipline", *args], capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 @pytest.mark.parametrize(("verb", "approved"), [("approve", True), ("reject", False)])

@@ -2,15 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from shipline.config import Settings
 from shipline.stack.lifecycle import State, status, up
 from shipline.stack.processes import ProcessTable
+from tests.cli import shipline
 from tests.images import free_ports
 from tests.processes import group_members
+from tests.stack_fixture import COMPONENTS
 
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
@@ -41,40 +41,13 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert {c.name: c.pid for c in status(settings)} == {name: c.pid for name, c in states.items()}
 
     cli_env = {**os.environ, **env}
-    stopped = subprocess.run(
-        [sys.executable, "-m", "shipline", "down"],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    stopped = shipline("down", env=cli_env)
     assert stopped.returncode == 0, stopped.stderr
     assert "Stopped nginx, registry, etcd." in stopped.stdout
-    report = subprocess.run(
-        [sys.executable, "-m", "shipline", "status", "--json"],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    report = shipline("status", "--json", env=cli_env, timeout=60)
     document = json.loads(report.stdout)
     assert {name: c["state"] for name, c in document["components"].items()} == dict.fromkeys(
-        [
-            "docker",
-            "etcd",
-            "registry",
-            "nginx",
-            "prefect",
-            "discover",
-            "registrator",
-            "web",
-            "worker-ci",
-            "worker-pre",
-            "worker-prod",
-        ],
-        "down",
+        COMPONENTS, "down"
     )
     for record in records:
         assert not record.alive

@@ -2,14 +2,13 @@
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import aetcd
 import pytest
 
 from shipline.discovery.instances import Instance, deregister, list_instances, register
+from tests.cli import shipline
 from tests.waiting import eventually_async
 
 
@@ -53,13 +52,7 @@ async def test_key_expires_with_its_lease_when_heartbeats_stop(etcd: aetcd.Clien
 async def test_cli_lists_services_as_json(etcd: aetcd.Client, app: str) -> None:
     lease = await etcd.lease(ttl=30)
     await register(etcd, Instance(app=app, env="prod", ip="127.0.0.1", port=22001), lease)
-    done = subprocess.run(
-        [sys.executable, "-m", "shipline", "services", app, "--env", "prod", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = shipline("services", app, "--env", "prod", "--json", timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [
         {"app": app, "env": "prod", "ip": "127.0.0.1", "port": 22001, "key": f"/{app}_PROD/127.0.0.1-22001"}

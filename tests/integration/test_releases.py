@@ -18,6 +18,7 @@ from shipline.release.history import (
     record_release,
     set_status,
 )
+from tests.cli import shipline
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -69,13 +70,7 @@ async def test_bad_input_writes_nothing(etcd: aetcd.Client, app: str) -> None:
 async def test_cli_lists_releases_as_json(etcd: aetcd.Client, app: str) -> None:
     release = await record_release(etcd, app=app, env="prod", image="r/apps/x", digest=DIGEST, sha="c" * 40)
     await set_status(etcd, release, ReleaseStatus.LIVE)
-    done = subprocess.run(
-        [sys.executable, "-m", "shipline", "releases", app, "--env", "prod", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = shipline("releases", app, "--env", "prod", "--json", timeout=60)
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
     assert [(r["number"], r["status"], r["digest"], r["sha"]) for r in listed] == [
@@ -85,14 +80,7 @@ async def test_cli_lists_releases_as_json(etcd: aetcd.Client, app: str) -> None:
 
 def test_cli_reports_an_unreachable_etcd(settings: Settings) -> None:
     env = {"SHIPLINE_ETCD_PORT": "1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "shipline", "releases", "shop", "--env", "prod"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = shipline("releases", "shop", "--env", "prod", env=env, timeout=60)
     assert done.returncode == 1
     assert "error: etcd at http://127.0.0.1:1 does not answer" in done.stderr
     assert "Traceback" not in done.stderr

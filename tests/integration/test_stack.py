@@ -1,38 +1,18 @@
 """The running stack: every component answers, and a second `up` changes nothing."""
 
 import json
-import subprocess
-import sys
 
 from shipline.config import Settings
 from shipline.stack.lifecycle import State, status
-
-EXPECTED = [
-    "docker",
-    "etcd",
-    "registry",
-    "nginx",
-    "prefect",
-    "discover",
-    "registrator",
-    "web",
-    "worker-ci",
-    "worker-pre",
-    "worker-prod",
-]
-
-
-def shipline(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shipline", *args], capture_output=True, text=True, timeout=120, check=False
-    )
+from tests.cli import shipline
+from tests.stack_fixture import COMPONENTS
 
 
 def test_status_json_reports_every_component_up(settings: Settings) -> None:
     result = shipline("status", "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert list(document["components"]) == EXPECTED
+    assert list(document["components"]) == COMPONENTS
     down = {name: c for name, c in document["components"].items() if c["state"] != "up"}
     assert down == {}
     assert document["all_up"] is True
