@@ -161,7 +161,11 @@ async def test_hanging_health_paths_during_a_resync_never_cost_the_lease(
         assert await eventually_async(
             lambda: _has(etcd, app, sorted(healthy)), timeout=20, what="the healthy two"
         )
-        assert registrator.healthy
+
+        async def resynced() -> bool:
+            return registrator.healthy
+
+        assert await eventually_async(resynced, timeout=10, what="the resync to finish")
         # Time is the stimulus here: several lease TTLs pass while the hanging instances stay silent.
         await asyncio.sleep(3 * 2)
         assert await keys(etcd, app) == sorted(healthy)
