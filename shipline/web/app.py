@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -51,28 +51,46 @@ class Starter(Protocol):
         ...
 
 
+T = TypeVar("T")
 SecretSource = Callable[[], Awaitable[str | None]]
 AppSource = Callable[[str], Awaitable[OnboardedApp | None]]
 
 
-class Cached:
-    """A value read through ``load`` at most once per ``seconds``, so that an edit takes effect that fast.
+class Cached(Generic[T]):
+    """A value read through ``load`` again once it is ``seconds`` old, so that an edit takes effect that fast.
 
-    Concurrent callers share one read.
+    Only the first call waits for a read. After that a caller gets the value at hand at once, and a value
+    older than ``seconds`` is read again in the background (one read at a time): a slow read never holds
+    up a request. A failed background read keeps the old value; the first read's failure is raised.
     """
 
-    def __init__(self, load: SecretSource, *, seconds: float = 1.0) -> None:
+    def __init__(self, load: Callable[[], Awaitable[T]], *, seconds: float = 1.0) -> None:
         self.load, self.seconds = load, seconds
-        self._value: str | None = None
-        self._read_at = float("-inf")
+        self._value: T | None = None
+        self._read_at: float | None = None
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
 
-    async def __call__(self) -> str | None:
-        async with self._lock:
-            if time.monotonic() - self._read_at > self.seconds:
-                self._value = await self.load()
-                self._read_at = time.monotonic()
-            return self._value
+    async def _read(self) -> None:
+        self._value = await self.load()
+        self._read_at = time.monotonic()
+
+    async def _read_quietly(self) -> None:
+        try:
+            await self._read()
+        except Exception as exc:  # the last good value stays in use; the next call tries again
+            log.warning("reading again failed, the last value stays in use: %s", exc)
+
+    async def __call__(self) -> T:
+        if self._read_at is None:
+            async with self._lock:
+                if self._read_at is None:
+                    await self._read()
+        elif time.monotonic() - self._read_at > self.seconds and (
+            self._refresh is None or self._refresh.done()
+        ):
+            self._refresh = asyncio.create_task(self._read_quietly())
+        return cast(T, self._value)
 
 
 def _error(status: int, message: str) -> JSONResponse:

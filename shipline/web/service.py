@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import cast
 
 import httpx
@@ -36,21 +34,19 @@ async def webhook_secret() -> str | None:
 
 
 class OnboardedApps:
-    """Onboarded apps by GitLab project, read from etcd at most once a second."""
+    """Onboarded apps by GitLab project, read from etcd again once the list is a second old."""
 
     def __init__(self, etcd_url: str, *, seconds: float = 1.0) -> None:
-        self.etcd_url, self.seconds = etcd_url, seconds
-        self._apps: list[OnboardedApp] = []
-        self._read_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self.etcd_url = etcd_url
+        self._apps: Cached[list[OnboardedApp]] = Cached(self._read, seconds=seconds)
+
+    async def _read(self) -> list[OnboardedApp]:
+        async with connect(self.etcd_url) as client:
+            return await list_apps(client)
 
     async def __call__(self, project: str) -> OnboardedApp | None:
-        async with self._lock:
-            if time.monotonic() - self._read_at > self.seconds:
-                async with connect(self.etcd_url) as client:
-                    self._apps = await list_apps(client)
-                self._read_at = time.monotonic()
-        return next((a for a in self._apps if a.project and a.project.lower() == project.lower()), None)
+        apps = await self._apps()
+        return next((a for a in apps if a.project and a.project.lower() == project.lower()), None)
 
 
 async def serve(settings: Settings) -> None:

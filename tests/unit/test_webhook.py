@@ -29,6 +29,7 @@ from shipline.gitlab.events import Trigger, idempotency_key
 from shipline.gitlab.triggers import StartedRun, run_parameters
 from shipline.web.app import MAX_BODY, Cached, create_app
 from tests import gitlab_payloads as gl
+from tests.waiting import eventually, eventually_async
 
 with warnings.catch_warnings():
     # Starlette 1.x would rather drive its TestClient with httpx2; the project pins httpx (Prefect uses
@@ -409,14 +410,21 @@ def test_without_a_configured_secret_every_hook_is_refused(
 def test_a_changed_secret_takes_effect_without_a_restart(
     client: TestClient, starter: FakeStarter, secret: Secret
 ) -> None:
-    """The secret is read again: after an operator rotates it the old token is refused and the new one
-    accepted, by the same running app."""
+    """The secret is read again: after an operator rotates it the new token is accepted and the old one
+    refused, by the same running app (a hook that arrives while the new secret is being read is judged by
+    the old one)."""
     assert deliver(client, "Push Hook", gl.push(sha=SHA)).status_code == 202
 
     secret.value = "rotated-secret"
 
+    eventually(
+        lambda: (
+            deliver(client, "Push Hook", gl.push(sha=OTHER_SHA), token="rotated-secret").status_code == 202
+        ),
+        timeout=5,
+        what="the rotated secret to be accepted",
+    )
     assert deliver(client, "Push Hook", gl.push(sha=OTHER_SHA)).status_code == 401
-    assert deliver(client, "Push Hook", gl.push(sha=OTHER_SHA), token="rotated-secret").status_code == 202
     assert [c.trigger.sha for c in starter.calls] == [SHA, OTHER_SHA]
 
 
@@ -441,15 +449,37 @@ async def test_cached_reads_at_most_once_per_period_and_shares_a_read() -> None:
     assert Cached(slow).seconds == 1.0
 
 
-async def test_cached_with_no_period_reads_every_time() -> None:
-    """``Cached(seconds=0)`` (what the tests use) sees every change at the next call."""
+async def test_a_stale_value_is_served_at_once_and_read_again_behind() -> None:
+    """``Cached``: once its period is over, a call still gets the value at hand at once (a slow read never
+    holds up a hook) and starts a read in the background; the next calls see the new value."""
     secret = Secret()
     cached = Cached(secret, seconds=0)
 
     assert await cached() == SECRET
     secret.value = "rotated-secret"
-    assert await cached() == "rotated-secret"
-    assert secret.reads == 2
+    assert await cached() == SECRET  # served at once; the read it started runs behind
+
+    async def rotated() -> bool:
+        return await cached() == "rotated-secret"
+
+    assert await eventually_async(rotated, timeout=2, what="the new secret after the background read")
+
+
+async def test_a_failing_read_keeps_the_last_value() -> None:
+    """A background read that fails (the Prefect server restarting) leaves the last good value in use."""
+    values = iter(["first"])
+
+    async def flaky() -> str:
+        try:
+            return next(values)
+        except StopIteration:
+            raise RuntimeError("the block cannot be read") from None
+
+    cached = Cached(flaky, seconds=0)
+    assert await cached() == "first"
+    for _ in range(3):
+        assert await cached() == "first"
+        await asyncio.sleep(0.01)
 
 
 # --- malformed requests -------------------------------------------------------------------------------
