@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
 
 import httpx
 import uvicorn
@@ -14,23 +14,26 @@ from shipline.etcd_client import connect
 from shipline.gitlab.triggers import DeliveryStarter
 from shipline.web.app import Cached, create_app
 
-GITLAB_BLOCK = "default"
-
 
 async def webhook_secret() -> str | None:
     """The ``shipline-gitlab/default`` block's webhook secret, as an operator last saved it (None: none)."""
+    return await asyncio.to_thread(_read_webhook_secret)
+
+
+def _read_webhook_secret() -> str | None:
+    # In a thread: reading a block is a Prefect API call plus pydantic work that would otherwise hold the
+    # event loop, and every hook in flight with it, for tens of milliseconds once a second.
     from blocks.gitlab import ShiplineGitLab
 
     try:
-        block = cast(ShiplineGitLab, await ShiplineGitLab.aload(GITLAB_BLOCK))
-    except ValueError:
-        return None
+        block = ShiplineGitLab.configured()
     except Exception as exc:  # Prefect's client raises httpx and runtime errors when the server is away
         raise ServiceUnavailableError(
             f"the shipline-gitlab block cannot be read: {exc}", transient=True
         ) from exc
-    secret = block.webhook_secret
-    return secret.get_secret_value() if secret is not None else None
+    if block is None or block.webhook_secret is None:
+        return None
+    return block.webhook_secret.get_secret_value()
 
 
 class OnboardedApps:
