@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from aetcd.exceptions import ClientError
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from shipline.config import Settings
 from shipline.discovery.instances import Instance, parse_key
@@ -31,33 +32,42 @@ MARKER = "# Rendered by shipline discover"
 
 
 class Metrics:
-    """Counters and the change-to-reload latency, in Prometheus' text format."""
+    """The daemon's counters and its change → reload latency, exposed through ``prometheus_client``.
+
+    Each instance has a registry of its own, so that several daemons (tests run a few in one process)
+    never share a counter.
+    """
 
     def __init__(self) -> None:
-        self.renders = 0
-        self.reloads = 0
-        self.failures = 0
-        self.resyncs = 0
-        self.latency_sum = 0.0
-        self.latency_count = 0
-        self.latency_max = 0.0
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.renders = Counter(
+            "shipline_discover_renders", "Renders of the nginx files", registry=self.registry
+        )
+        self.reloads = Counter("shipline_discover_reloads", "nginx reloads", registry=self.registry)
+        self.failures = Counter(
+            "shipline_discover_render_failures",
+            "Renders nginx rejected, wholly or in part",
+            registry=self.registry,
+        )
+        self.resyncs = Counter(
+            "shipline_discover_resyncs",
+            "Full re-reads of etcd (start, outage, compaction)",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shipline_discover_change_to_reload_seconds",
+            "From the first change of a render to nginx reloaded with it",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
 
-    def observe_latency(self, seconds: float) -> None:
-        self.latency_sum += seconds
-        self.latency_count += 1
-        self.latency_max = max(self.latency_max, seconds)
+    def value(self, name: str) -> float:
+        """A sample's current value, e.g. ``value("shipline_discover_resyncs_total")``."""
+        return self.registry.get_sample_value(name) or 0.0
 
     def text(self) -> str:
-        lines = [
-            ("shipline_discover_renders_total", "counter", self.renders),
-            ("shipline_discover_reloads_total", "counter", self.reloads),
-            ("shipline_discover_render_failures_total", "counter", self.failures),
-            ("shipline_discover_resyncs_total", "counter", self.resyncs),
-            ("shipline_discover_change_to_reload_seconds_sum", "counter", self.latency_sum),
-            ("shipline_discover_change_to_reload_seconds_count", "counter", self.latency_count),
-            ("shipline_discover_change_to_reload_seconds_max", "gauge", self.latency_max),
-        ]
-        return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry).decode()
 
 
 class Discovery:
@@ -65,22 +75,30 @@ class Discovery:
 
     Args:
         settings: The stack (etcd URL, nginx locations, discover port).
-        window: Seconds within which changes after a render are coalesced into one more render.
+        window: The quiet gap: a change that follows a quiet ``window`` renders at once; changes that come
+            closer together (a burst) are rendered once they pause for ``window``,
+        max_wait: or at the latest this long after the first of them, so that a long burst is still seen.
         template: The nginx template (default templates/nginx/app.conf.j2).
+
+    A burst of any length is thus one render at its first change and one after it ends (consul-template's
+    ``wait {min, max}``), where a fixed window from the first change would render once per window.
     """
 
-    def __init__(self, settings: Settings, *, window: float = 0.1, template: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, window: float = 0.05, max_wait: float = 1.0, template: Path | None = None
+    ) -> None:
         self.settings = settings
         self.window = window
+        self.max_wait = max_wait
         self.template = template
         self.nginx = NginxConfig(settings)
         self.metrics = Metrics()
         self.instances: dict[str, Instance] = {}
         self.known: set[tuple[str, str]] = set()
         self.watching = False
-        self._last_render = 0.0
         self._pending: asyncio.Task[None] | None = None
         self._oldest_change: float | None = None
+        self._last_change = float("-inf")
         self._dirty = False
 
     # State
@@ -103,7 +121,7 @@ class Discovery:
             if (instance := parse_key(key)) is not None:
                 self.instances[key] = instance
         self.known |= {(i.app, i.env) for i in self.instances.values()} | self._previously_rendered()
-        self.metrics.resyncs += 1
+        self.metrics.resyncs.inc()
         self._changed()
         return int(result.header.revision)
 
@@ -140,34 +158,44 @@ class Discovery:
 
     def _changed(self) -> None:
         now = time.monotonic()
+        quiet_before = now - self._last_change >= self.window
+        self._last_change = now
         if self._oldest_change is None:
             self._oldest_change = now
         self._dirty = True
         if self._pending is not None and not self._pending.done():
             return  # the render task sees the flag, even for a change made while it renders
-        delay = max(0.0, self._last_render + self.window - now)
-        self._pending = asyncio.get_running_loop().create_task(self._render_after(delay))
+        self._pending = asyncio.get_running_loop().create_task(self._render_after(debounce=not quiet_before))
 
-    async def _render_after(self, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
+    async def _settle(self) -> None:
+        """Wait until changes pause for the quiet gap, or the oldest unrendered one is ``max_wait`` old."""
+        while True:
+            now = time.monotonic()
+            oldest = self._oldest_change if self._oldest_change is not None else now
+            due = min(self._last_change + self.window, oldest + self.max_wait)
+            if now >= due:
+                return
+            await asyncio.sleep(due - now)
+
+    async def _render_after(self, *, debounce: bool) -> None:
+        if debounce:
+            await self._settle()
         while self._dirty:
             self._dirty = False
             started, self._oldest_change = self._oldest_change, None
-            self._last_render = time.monotonic()
-            self.metrics.renders += 1
+            self.metrics.renders.inc()
             try:
                 reloaded = await asyncio.to_thread(self.nginx.apply, self.render_files())
             except DiscoveryError as exc:
-                self.metrics.failures += 1
+                self.metrics.failures.inc()
                 log.error("%s", exc)  # retried on the next change
                 reloaded = exc.reloaded
             if reloaded:
-                self.metrics.reloads += 1
+                self.metrics.reloads.inc()
                 if started is not None:
-                    self.metrics.observe_latency(time.monotonic() - started)
-            if self._dirty:  # changes arrived during this render: one more, at the end of the window
-                await asyncio.sleep(max(0.0, self._last_render + self.window - time.monotonic()))
+                    self.metrics.latency.observe(time.monotonic() - started)
+            if self._dirty:  # changes arrived during this render: one more, once they pause
+                await self._settle()
 
     # The loop
     async def run(self, stop: asyncio.Event) -> None:
