@@ -85,7 +85,7 @@ class Discovery:
     """
 
     def __init__(
-        self, settings: Settings, *, window: float = 0.05, max_wait: float = 1.0, template: Path | None = None
+        self, settings: Settings, *, window: float = 0.1, max_wait: float = 1.0, template: Path | None = None
     ) -> None:
         self.settings = settings
         self.window = window
