@@ -62,9 +62,6 @@ async def remove_app(client: aetcd.Client, app: str) -> bool:
     return bool(await client.delete(_key(app)))
 
 
-async def app_of_project(client: aetcd.Client, project: str) -> OnboardedApp | None:
-    """The app onboarded from GitLab project ``project`` (compared case-insensitively, as GitLab does)."""
-    for app in await list_apps(client):
-        if app.project is not None and app.project.lower() == project.lower():
-            return app
-    return None
+def app_of_project(apps: list[OnboardedApp], project: str) -> OnboardedApp | None:
+    """The app of ``apps`` onboarded from GitLab project ``project`` (case-insensitive, as GitLab's paths)."""
+    return next((a for a in apps if a.project is not None and a.project.lower() == project.lower()), None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 from pydantic import SecretStr
@@ -13,14 +11,10 @@ from shipline.build.checkout import CheckoutResult, checkout
 from shipline.config import load_settings
 from shipline.retries import retry_if_transient
 
-GITLAB_BLOCK = "default"
-
 
 def _gitlab_token() -> SecretStr | None:
-    try:
-        return cast(ShiplineGitLab, ShiplineGitLab.load(GITLAB_BLOCK)).token
-    except ValueError:
-        return None  # no GitLab configured: local and file:// sources need no token
+    gitlab = ShiplineGitLab.configured()
+    return gitlab.token if gitlab is not None else None  # no GitLab: local and file:// sources need none
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import uvicorn
 
-from shipline.apps import OnboardedApp, list_apps
+from shipline.apps import OnboardedApp, app_of_project, list_apps
 from shipline.config import Settings
 from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect
@@ -48,8 +48,7 @@ class OnboardedApps:
             return await list_apps(client)
 
     async def __call__(self, project: str) -> OnboardedApp | None:
-        apps = await self._apps()
-        return next((a for a in apps if a.project and a.project.lower() == project.lower()), None)
+        return app_of_project(await self._apps(), project)
 
 
 async def serve(settings: Settings) -> None:
