@@ -11,6 +11,7 @@ import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -56,7 +57,18 @@ class Settings(BaseSettings):
     registry_port: Port = 5000
     nginx_port: Port = 8080
     discover_port: Port = 9105
-    web_port: Port = Field(default=8090, description="shipline web: GitLab webhooks.")
+    web_port: Port = Field(default=8090, description="shipline web: GitLab webhooks and the log page.")
+    postgres_port: Port = Field(default=5433, description="PostgreSQL the stack starts for shared logs.")
+    log_store: Literal["sqlite", "postgresql"] = Field(
+        default="sqlite", description="Where the logs agent writes: embedded SQLite, or PostgreSQL (hosts)."
+    )
+    log_store_url: str = Field(
+        default="", description="PostgreSQL URL of the log store (default: the stack's own server)."
+    )
+    log_tokenizer: Literal["trigram", "unicode61"] = Field(
+        default="trigram",
+        description="SQLite tokenizer of new day partitions: trigram (substrings, any script) or unicode61.",
+    )
     docker_socket: Path = Field(default=Path("/var/run/docker.sock"), description="Docker Engine socket.")
     docker_storage_driver: str = Field(
         default="auto", description="overlay2, vfs, or auto (overlay2 where it works)."
@@ -89,6 +101,7 @@ class Settings(BaseSettings):
         "nginx_port",
         "discover_port",
         "web_port",
+        "postgres_port",
     )
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -113,6 +126,7 @@ class Settings(BaseSettings):
             "nginx_port": self.nginx_port,
             "discover_port": self.discover_port,
             "web_port": self.web_port,
+            "postgres_port": self.postgres_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
@@ -138,6 +152,24 @@ class Settings(BaseSettings):
     def nginx_conf_dir(self) -> Path:
         """Where service discovery writes one file per app and environment."""
         return self.nginx_dir / "conf.d"
+
+    @cached_property
+    def log_store_dir(self) -> Path:
+        """The embedded log store and the logs agent's state."""
+        return self.home / "logstore"
+
+    @cached_property
+    def postgres_dir(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def postgres_url(self) -> str:
+        """The log store's PostgreSQL: the configured URL, else the stack's own server."""
+        return self.log_store_url or f"postgresql://shipline@{self.host}:{self.postgres_port}/shipline_logs"
+
+    @property
+    def logs_page_url(self) -> str:
+        return f"{self.web_url}/logs"
 
     @cached_property
     def prefect_home(self) -> Path:
