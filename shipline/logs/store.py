@@ -15,7 +15,6 @@ from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
-from shipline.config import Settings
 from shipline.errors import ConfigError, ShiplineError
 from shipline.logs.query import Node
 from shipline.logs.records import Checkpoint, LogRecord, StoredRecord
@@ -59,6 +58,10 @@ class LogStore(ABC):
     @abstractmethod
     def checkpoints(self) -> dict[str, Checkpoint]:
         """Every committed checkpoint, by source."""
+
+    @abstractmethod
+    def forget_checkpoints(self, sources: Sequence[str]) -> None:
+        """Drop the checkpoints of files that are gone (their container was removed)."""
 
     @abstractmethod
     def write(self, records: Sequence[LogRecord], checkpoints: Sequence[Checkpoint]) -> None:
@@ -145,19 +148,3 @@ def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
-
-def open_store(settings: Settings, *, busy_seconds: float = 5.0) -> LogStore:
-    """The log store the settings name (``SHIPLINE_LOG_STORE``).
-
-    Raises:
-        LogStoreError: the store cannot be reached.
-    """
-    if settings.log_store == "postgresql":
-        from shipline.logs.postgres import PostgresStore
-
-        return PostgresStore(settings.postgres_url)
-    from shipline.logs.sqlite import SqliteStore
-
-    return SqliteStore(
-        settings.log_store_dir / "logs.db", tokenizer=settings.log_tokenizer, busy_seconds=busy_seconds
-    )
