@@ -521,7 +521,7 @@ class Postgres(Component):
             raise ComponentStartError(
                 f"postgres: answers at {self.url} but the log store's role {role!r}, database "
                 f"{database!r} or extension pg_trgm cannot be created: {exc}",
-                hint=f"read {self.log}; is {self.package}-contrib installed (pg_trgm)?",
+                hint=f"read {self.log}; pg_trgm comes with Debian's {self.package} (make install)",
             ) from exc
 
 
