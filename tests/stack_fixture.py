@@ -25,6 +25,7 @@ COMPONENTS = [
     "etcd",
     "registry",
     "nginx",
+    "postgres",
     "prefect",
     "discover",
     "registrator",

@@ -1,14 +1,16 @@
 """The components of the embedded local stack: how each starts and how to tell that it answers.
 
 Each probe speaks the component's own protocol (Docker's ``/_ping``, etcd's ``/health``, the registry's
-``/v2/``, Prefect's ``/api/health``, a marker page of Shipline's nginx), so a stranger listening on the
-port is never taken for the component.
+``/v2/``, Prefect's ``/api/health``, a marker page of Shipline's nginx, PostgreSQL's ``SELECT 1``), so a
+stranger listening on the port is never taken for the component.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import signal
+import subprocess
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -17,9 +19,13 @@ from pathlib import Path
 
 import httpx
 import jinja2
+import psycopg
 import yaml
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from shipline.config import POOLS, PROJECT_ROOT, Settings
+from shipline.errors import ComponentStartError
 from shipline.files import write_atomically
 from shipline.programs import find_program
 from shipline.stack.processes import ProcessRecord
@@ -44,6 +50,8 @@ class Component(ABC):
     needs: tuple[str, ...] = field(default=())
     supervised: bool = False
     """Restarted within a second when it exits unasked (``shipline.stack.supervise``)."""
+    stop_signal: signal.Signals = signal.SIGTERM
+    """What ``down`` sends first to ask the process to shut down cleanly."""
 
     @property
     @abstractmethod
@@ -74,6 +82,15 @@ class Component(ABC):
 
     def prepare(self) -> None:  # noqa: B027 - an optional hook; most components need no files
         """Create the directories and configuration files the process reads."""
+
+    def ready(self) -> None:  # noqa: B027 - an optional hook; most components need nothing more
+        """Bring the answering component into the state Shipline needs (idempotent).
+
+        ``up`` calls it once the component answers, whether it was started just now or ran already.
+
+        Raises:
+            ComponentStartError: it answers but cannot be set up.
+        """
 
     @abstractmethod
     def probe(self, record: ProcessRecord | None = None) -> bool:
@@ -312,6 +329,202 @@ def _group_exists(name: str) -> bool:
     return True
 
 
+POSTGRES_LIBRARY = Path("/usr/lib/postgresql")
+"""Where Debian installs each PostgreSQL major version's server programs (``<version>/bin``)."""
+
+POSTGRES_USER = "postgres"
+"""The unprivileged OS user that runs the server (PostgreSQL refuses to run as root)."""
+
+
+@dataclass
+class Postgres(Component):
+    """PostgreSQL for the shared log store (``SHIPLINE_LOG_STORE=postgresql``), Debian's ``postgresql``.
+
+    The cluster lives in ``postgres_dir`` (created by ``initdb`` on the first start) and listens on the
+    stack's loopback address only, its unix socket under the run directory. Once it answers, ``ready``
+    creates the log store's role and database and the ``pg_trgm`` extension its search index needs.
+    """
+
+    name: str = "postgres"
+    binary: str = "postgres"
+    package: str = "postgresql"
+    start_timeout: float = 60.0
+    # SIGTERM would wait for every client to disconnect; SIGINT is PostgreSQL's "fast" clean shutdown.
+    stop_signal: signal.Signals = signal.SIGINT
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.postgres_port
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.settings.host}:{self.settings.postgres_port}"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.settings.run_dir / "postgres"
+
+    def resolve_binary(self) -> str | None:
+        # Debian keeps the server programs off PATH, one directory per major version: take the newest.
+        versions = sorted(
+            (p for p in POSTGRES_LIBRARY.glob("*/bin/postgres") if p.parent.parent.name.isdigit()),
+            key=lambda p: int(p.parent.parent.name),
+        )
+        return str(versions[-1]) if versions else find_program(self.binary)
+
+    def program(self, name: str) -> str:
+        """A program installed beside the server (``initdb``)."""
+        server = self.resolve_binary()
+        return str(Path(server).with_name(name)) if server else name
+
+    def _as_server_user(self) -> list[str]:
+        """The prefix that drops root to the ``postgres`` user (empty when not root).
+
+        ``setpriv`` executes the server in its own place, so the pid ``up`` records is the server's and
+        ``down`` signals it directly.
+        """
+        if os.geteuid() != 0:
+            return []
+        return [
+            find_program("setpriv") or "setpriv",
+            f"--reuid={POSTGRES_USER}",
+            f"--regid={POSTGRES_USER}",
+            "--init-groups",
+            "--",
+        ]
+
+    def prepare(self) -> None:
+        data, sockets = self.settings.postgres_dir, self.socket_dir
+        for directory in (data, sockets):
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o700)
+        if os.geteuid() == 0:
+            try:
+                user = pwd.getpwnam(POSTGRES_USER)
+            except KeyError:
+                raise ComponentStartError(
+                    f"postgres: there is no {POSTGRES_USER!r} user to run the server as",
+                    hint=f"install {self.package} (it creates the user): make install",
+                ) from None
+            for directory in (data, sockets):
+                os.chown(directory, user.pw_uid, user.pw_gid)
+            self._let_server_user_reach(data)
+        if not (data / "PG_VERSION").exists():
+            self._run_as_server_user(
+                [
+                    self.program("initdb"),
+                    f"--pgdata={data}",
+                    f"--username={POSTGRES_USER}",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--auth-local=peer",
+                    "--auth-host=trust",
+                ],
+                doing="initdb",
+            )
+        # Loopback trust: the embedded server answers only on the stack's loopback address, and any local
+        # user may connect as any role, as to the other embedded components. A shared or production
+        # store is a server of its own with passwords or certificates (SHIPLINE_LOG_STORE_URL).
+        hba = data / "pg_hba.conf"
+        write_atomically(
+            hba,
+            "# Written by shipline up: the embedded server trusts its loopback address only.\n"
+            "local all all peer\n"
+            f"host all all {self.settings.host}/32 trust\n",
+            mode=0o600,
+        )
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(POSTGRES_USER)
+            os.chown(hba, user.pw_uid, user.pw_gid)
+
+    def _run_as_server_user(self, command: list[str], *, doing: str) -> None:
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            out.write(f"\n--- shipline: {doing}: {' '.join(command)}\n".encode())
+            out.flush()
+            done = subprocess.run(
+                [*self._as_server_user(), *command], stdout=out, stderr=subprocess.STDOUT, check=False
+            )
+        if done.returncode != 0:
+            raise ComponentStartError(
+                f"postgres: {doing} failed (exit {done.returncode}); read {self.log}", hint=self.fix_hint()
+            )
+
+    def _let_server_user_reach(self, data: Path) -> None:
+        """Let the ``postgres`` user search each directory above ``data`` that it cannot (e.g. root's home).
+
+        An ACL entry grants that one user the right to pass through (not to list or read), rather than
+        opening the directories to everyone.
+        """
+        probe = [*self._as_server_user(), "test", "-x"]
+        for directory in reversed(data.resolve().parents):
+            if subprocess.run([*probe, str(directory)], check=False).returncode == 0:
+                continue
+            setfacl = find_program("setfacl")
+            if setfacl is None:
+                raise ComponentStartError(
+                    f"postgres: the {POSTGRES_USER} user cannot reach {data} (through {directory})",
+                    hint="install acl (make install), or set SHIPLINE_HOME to a directory it can reach",
+                )
+            subprocess.run([setfacl, "-m", f"u:{POSTGRES_USER}:x", str(directory)], check=True)
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return [
+            *self._as_server_user(),
+            self.resolve_binary() or self.binary,
+            "-D",
+            str(s.postgres_dir),
+            "-h",
+            s.host,
+            "-p",
+            str(s.postgres_port),
+            "-k",
+            str(self.socket_dir),
+        ]
+
+    def _connect(self, dbname: str, *, timeout: int) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            host=self.settings.host,
+            port=self.settings.postgres_port,
+            user=POSTGRES_USER,
+            dbname=dbname,
+            connect_timeout=timeout,
+            autocommit=True,
+        )
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        try:
+            with self._connect("postgres", timeout=1) as connection:
+                row = connection.execute("SELECT 1").fetchone()
+        except psycopg.Error:
+            return False
+        return row == (1,)
+
+    def ready(self) -> None:
+        info = conninfo_to_dict(self.settings.postgres_url)
+        role, database = str(info.get("user") or "shipline"), str(info.get("dbname") or "shipline_logs")
+        try:
+            with self._connect("postgres", timeout=5) as connection:
+                if not connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+                if not connection.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+                ).fetchone():
+                    connection.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(database), sql.Identifier(role)
+                        )
+                    )
+            with self._connect(database, timeout=5) as connection:
+                connection.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        except psycopg.Error as exc:
+            raise ComponentStartError(
+                f"postgres: answers at {self.url} but the log store's role {role!r}, database "
+                f"{database!r} or extension pg_trgm cannot be created: {exc}",
+                hint=f"read {self.log}; pg_trgm comes with Debian's {self.package} (make install)",
+            ) from exc
+
+
 @dataclass
 class ProjectProcess(Component):
     """A component this project's Python runs (Prefect's server and workers, Shipline's daemons).
@@ -519,6 +732,7 @@ def infrastructure(settings: Settings) -> list[Component]:
         Etcd(settings),
         Registry(settings),
         Nginx(settings),
+        Postgres(settings),
         PrefectServer(settings),
         DiscoverDaemon(settings),
         RegistratorDaemon(settings),

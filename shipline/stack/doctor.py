@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from shipline.config import Settings
 from shipline.programs import find_program
-from shipline.stack.components import Component, infrastructure
+from shipline.stack.components import Component, Postgres, infrastructure
 from shipline.stack.processes import ProcessTable
 from shipline.stack.sockets import find_listener
 
@@ -114,11 +114,15 @@ def run_checks(settings: Settings) -> list[Check]:
         _program("etcd", ["etcd", "--version"], "etcd-server"),
         _program("registry", ["docker-registry", "--version"], "docker-registry"),
         _program("nginx", ["nginx", "-v"], "nginx-light"),
+        _program("postgres", [Postgres(settings).resolve_binary() or "postgres", "--version"], "postgresql"),
         _program("git", ["git", "--version"], "git"),
         _program("busybox", ["busybox"], "busybox-static"),
         _program("debootstrap", ["debootstrap", "--version"], "debootstrap"),
         _docker_permission(settings),
     ]
+    if os.geteuid() == 0:
+        # As root, up runs PostgreSQL as the postgres user, and lets it through directories it cannot search.
+        checks.append(_program("setfacl", ["setfacl", "--version"], "acl"))
     table = ProcessTable(settings.run_dir)
     checks += [
         _port(component, table) for component in infrastructure(settings) if component.port is not None

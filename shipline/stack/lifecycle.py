@@ -149,6 +149,7 @@ def _wait_all(
     while pending:
         for name, (component, record) in list(pending.items()):
             if component.probe(record):
+                component.ready()
                 report(f"  {name:<12} up after {time.monotonic() - started_at:.1f}s  {component.url}")
                 del pending[name]
             elif not record.alive:
@@ -159,7 +160,7 @@ def _wait_all(
                     hint=component.fix_hint(),
                 )
             elif time.monotonic() > deadlines[name]:
-                table.stop(name, timeout=5.0)
+                table.stop(name, timeout=5.0, stop_signal=component.stop_signal)
                 raise ComponentStartError(
                     f"{name}: no answer at {component.url} within {component.start_timeout:.0f}s; "
                     f"last lines of {component.log}:\n{_tail(component.log)}",
@@ -182,6 +183,7 @@ def start_missing(components: Sequence[Component], table: ProcessTable, report: 
     for component in components:
         record = table.running(component.name)
         if component.probe(record):
+            component.ready()
             whose = f"pid {record.pid}" if record else "not started by Shipline"
             report(f"  {component.name:<12} already running ({whose})  {component.url}")
             continue
@@ -265,6 +267,6 @@ def down(
                 continue
             report(f"  {component.name:<12} stopping (pid {record.pid})")
             timeout = 45.0 if component.name == "docker" else 20.0
-            if table.stop(component.name, timeout=timeout):
+            if table.stop(component.name, timeout=timeout, stop_signal=component.stop_signal):
                 stopped.append(component.name)
     return stopped

@@ -144,12 +144,12 @@ class ProcessTable:
         """Remove the record of ``name``."""
         self._path(name).unlink(missing_ok=True)
 
-    def stop(self, name: str, *, timeout: float = 30.0) -> bool:
+    def stop(self, name: str, *, timeout: float = 30.0, stop_signal: signal.Signals = signal.SIGTERM) -> bool:
         """Stop the process recorded as ``name`` if it is ours, and forget it.
 
-        SIGTERM goes to the process first so that daemons shut down cleanly (dockerd stops its
-        containers, nginx finishes requests); whatever is left of its process group after ``timeout``
-        gets SIGKILL.
+        ``stop_signal`` (SIGTERM unless the program asks for another) goes to the process first so that
+        daemons shut down cleanly (dockerd stops its containers, nginx finishes requests); whatever is
+        left of its process group after ``timeout`` gets SIGKILL.
 
         Returns:
             True if a live process was stopped, False if there was nothing of ours to stop.
@@ -158,7 +158,7 @@ class ProcessTable:
         if record is None:
             self.forget(name)
             return False
-        _signal(record.pid, signal.SIGTERM)
+        _signal(record.pid, stop_signal)
         if not _wait_gone(record, timeout):
             _signal_group(record.pid, signal.SIGKILL)
             _wait_gone(record, 5.0)

@@ -14,7 +14,7 @@ from tests.stack_fixture import COMPONENTS
 
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
-    prefect, etcd, peer, registry, nginx, discover, web = free_ports(7)
+    prefect, etcd, peer, registry, nginx, discover, web, postgres = free_ports(8)
     env = {
         "SHIPLINE_HOME": str(tmp_path / "home"),
         "SHIPLINE_PREFECT_PORT": str(prefect),
@@ -24,6 +24,7 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         "SHIPLINE_NGINX_PORT": str(nginx),
         "SHIPLINE_DISCOVER_PORT": str(discover),
         "SHIPLINE_WEB_PORT": str(web),
+        "SHIPLINE_POSTGRES_PORT": str(postgres),
         "SHIPLINE_DOCKER_SOCKET": str(tmp_path / "no-docker.sock"),
     }
     settings = Settings(**{k.removeprefix("SHIPLINE_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]

@@ -38,14 +38,24 @@ def test_stack_error_shows_message_and_hint(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_status_json_lists_every_component(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path))
-    names = ["docker", "etcd", "registry", "nginx", "prefect", "worker-ci", "worker-pre", "worker-prod"]
+    names = [
+        "docker",
+        "etcd",
+        "registry",
+        "nginx",
+        "postgres",
+        "prefect",
+        "worker-ci",
+        "worker-pre",
+        "worker-prod",
+    ]
     fake = [ComponentStatus(n, State.UP, f"http://x/{n}", True, 100 + i, "log") for i, n in enumerate(names)]
     fake[-1] = ComponentStatus(
         "worker-prod",
         State.UP,
         "http://x/worker-prod",
         True,
-        107,
+        108,
         "log",
         restarts=2,
         last_exit="killed by SIGKILL",
@@ -60,7 +70,7 @@ def test_status_json_lists_every_component(monkeypatch: pytest.MonkeyPatch, tmp_
         "state": "up",
         "url": "http://x/worker-prod",
         "managed": True,
-        "pid": 107,
+        "pid": 108,
         "log": "log",
         "restarts": 2,
         "last_exit": "killed by SIGKILL",
