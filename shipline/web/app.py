@@ -10,8 +10,9 @@
 - 2xx with a JSON reason for an event that starts nothing (GitLab disables hooks that keep failing);
 - 202 with the flow run's id and UI URL for a new delivery, 200 with the same run for a redelivery.
 
-``GET /healthz`` answers ``ok`` while the service runs. Nothing here blocks the event loop: the GitLab
-block, onboarded apps and Prefect are reached asynchronously.
+``GET /healthz`` answers ``ok`` while the service runs. ``/logs`` is the log search page
+(``shipline.web.logs``), served when the app is given a log store. Nothing here blocks the event loop:
+the GitLab block, onboarded apps and Prefect are reached asynchronously, the log store on threads.
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from shipline.apps import OnboardedApp
 from shipline.errors import ConfigError, ShiplineError
 from shipline.gitlab.events import Ignored, decide, parse_event, project_of
 from shipline.gitlab.events import Trigger as GitLabTrigger
 from shipline.gitlab.triggers import StartedRun
+from shipline.web.logs import LogPage, LogStoreSource
 
 log = logging.getLogger("shipline.web")
 
@@ -97,14 +100,24 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(*, secret: SecretSource, apps: AppSource, starter: Starter, ui_url: str) -> Starlette:
-    """The web service, reading the webhook secret, onboarded apps and Prefect through what it is given.
+def create_app(
+    *,
+    secret: SecretSource,
+    apps: AppSource,
+    starter: Starter,
+    ui_url: str,
+    logs: LogStoreSource | None = None,
+) -> Starlette:
+    """The web service, reading the webhook secret, onboarded apps, Prefect and the log store through what
+    it is given.
 
     Args:
         secret: The current webhook secret (None: none configured, so every hook is refused).
         apps: The app onboarded from a GitLab project path, or None.
         starter: Creates delivery runs.
         ui_url: Prefect UI's base URL, for the links in answers.
+        logs: Opens the log store that ``/logs`` searches (None: no log page). Its stores are closed when
+            the app shuts down (the ASGI lifespan).
     """
 
     async def gitlab_hook(request: Request) -> Response:
@@ -174,9 +187,20 @@ def create_app(*, secret: SecretSource, apps: AppSource, starter: Starter, ui_ur
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    return Starlette(
-        routes=[
-            Route("/hooks/gitlab", gitlab_hook, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/healthz", healthz, methods=["GET"]),
-        ]
-    )
+    routes: list[BaseRoute] = [
+        Route("/hooks/gitlab", gitlab_hook, methods=["POST"], max_body_size=MAX_BODY),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    log_page = LogPage(logs) if logs is not None else None
+    if log_page is not None:
+        routes += log_page.routes()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if log_page is not None:  # waits for the store calls under way, so off the event loop
+                await asyncio.to_thread(log_page.close)
+
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -12,6 +12,7 @@ from shipline.config import Settings
 from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect
 from shipline.gitlab.triggers import DeliveryStarter
+from shipline.logs.stores import open_store
 from shipline.web.app import Cached, create_app
 
 
@@ -52,13 +53,18 @@ class OnboardedApps:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve on ``settings.host:settings.web_port`` until SIGTERM or SIGINT (uvicorn's graceful shutdown)."""
+    """Serve on ``settings.host:settings.web_port`` until SIGTERM or SIGINT (uvicorn's graceful shutdown).
+
+    The log page (``settings.logs_page_url``) searches the configured log store; a store that cannot be
+    opened answers 503 on the page, and is tried again on the next search.
+    """
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
         app = create_app(
             secret=Cached(webhook_secret),
             apps=OnboardedApps(settings.etcd_url),
             starter=DeliveryStarter(settings.prefect_api_url, client),
             ui_url=settings.prefect_url,
+            logs=lambda: open_store(settings),
         )
         config = uvicorn.Config(
             app,
@@ -66,6 +72,6 @@ async def serve(settings: Settings) -> None:
             port=settings.web_port,
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan="on",  # closes the log store's connections at shutdown
         )
         await uvicorn.Server(config).serve()
