@@ -147,4 +147,3 @@ def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
             hint="give a duration such as 30s, 15m, 1h, 2d, 1w, or a time such as 2026-11-25T14:00:00Z",
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-

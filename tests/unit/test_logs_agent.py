@@ -24,8 +24,9 @@ CHINESE = ["连接数据库失败", "订单已创建 id=42", "用户登录成功
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "store" / "logs.db", busy_seconds=0.2) as opened:
-        yield opened
+    opened = SqliteStore(tmp_path / "store" / "logs.db", busy_seconds=0.2)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
