@@ -12,15 +12,19 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from shipline.config import Settings, load_settings
 from shipline.errors import ShiplineError
+
+if TYPE_CHECKING:
+    from shipline.logs.store import LogStore
 
 app = typer.Typer(
     name="shipline",
@@ -469,3 +473,183 @@ def main() -> None:
     except ShiplineError as exc:  # raised outside a command, e.g. while reading settings
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
+
+
+logs = typer.Typer(help="Container logs: the collecting agent, search and live tail.")
+app.add_typer(logs, name="logs")
+
+
+@logs.command("agent")
+@reports_errors
+def logs_agent(
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.01, max=5, help="Pause when nothing is new (s).")
+    ] = 0.1,
+) -> None:
+    """The collecting daemon: every Shipline container's json-file log into the log store, until SIGTERM."""
+    from shipline.logs.agent import Agent, DockerContainers
+
+    current = settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    where = current.postgres_url if current.log_store == "postgresql" else current.log_store_dir / "logs.db"
+    typer.echo(f"logs agent: {current.docker_url} -> {current.log_store} store {where}")
+    store = _open_log_store_until_it_answers(current, stop)
+    if store is None:
+        return
+    with store:
+        Agent(store, DockerContainers(current.docker_url), poll_seconds=poll).run(stop)
+
+
+def _open_log_store_until_it_answers(current: Settings, stop: threading.Event) -> LogStore | None:
+    from shipline.logs.store import LogStoreError
+    from shipline.logs.stores import open_store
+
+    while not stop.is_set():
+        try:
+            return open_store(current)
+        except LogStoreError as exc:
+            logging.getLogger("shipline.logs.agent").warning("%s; trying again", exc.message)
+            stop.wait(1.0)
+    return None
+
+
+def _print_record(hit: Any, words: list[str], color: bool) -> None:
+    from shipline.logs.query import highlight
+
+    record = hit.record
+    tags = record.tags
+    when = record.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    port = f":{tags.port}" if tags.port else ""
+    head = f"{when} {tags.app}/{tags.env}{port} #{tags.release} {record.stream:<6}"
+    if color:
+        head = typer.style(head, fg="cyan")
+        text = "".join(
+            typer.style(piece, fg="yellow", bold=True) if matched else piece
+            for piece, matched in highlight(record.message, words)
+        )
+    else:
+        text = record.message
+    flags = f" [{','.join(sorted(record.flags))}]" if record.flags else ""
+    typer.echo(f"{head} {text}{flags}")
+
+
+ColorOption = Annotated[
+    bool | None, typer.Option("--color/--no-color", help="Highlight matches (default: on a terminal).")
+]
+
+
+@logs.command("search")
+@reports_errors
+def logs_search(
+    query: Annotated[
+        str,
+        typer.Argument(
+            help='Words and "exact phrases" (any substring, any case); AND, OR, NOT or -word, parentheses.'
+        ),
+    ],
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="From: a duration back (15m, 1h, 2d) or a time (ISO 8601).")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="To: a duration back or a time.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many lines.")] = 100,
+    count: Annotated[bool, typer.Option("--count", help="Print only how many lines match.")] = False,
+    color: ColorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search collected logs, newest first."""
+    from shipline.logs.query import parse, positive_terms
+    from shipline.logs.store import SearchRequest, parse_moment
+    from shipline.logs.stores import open_store
+
+    tree = parse(query)
+    request = SearchRequest(
+        tree,
+        app=app_name,
+        env=env,
+        since=parse_moment(since) if since else None,
+        until=parse_moment(until) if until else None,
+        limit=limit,
+    )
+    if request.since and request.until and request.since > request.until:
+        _fail("--since is later than --until", hint="swap them")
+    with open_store(settings(), busy_seconds=10.0) as store:
+        hits = store.search(request)
+    if count:
+        typer.echo(str(len(hits)))
+        return
+    if as_json:
+        typer.echo(json.dumps([hit.as_json() for hit in hits], ensure_ascii=False, indent=2))
+        return
+    words = positive_terms(tree)
+    use_color = sys.stdout.isatty() if color is None else color
+    for hit in hits:
+        _print_record(hit, words, use_color)
+    more = " (the limit; narrow the search or raise --limit)" if len(hits) == limit else ""
+    typer.echo(f"{len(hits)} line(s){more}", err=True)
+
+
+@logs.command("tail")
+@reports_errors
+def logs_tail(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
+    env: Annotated[str, typer.Option("--env", help="The environment (ci, pre, prod).")],
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=10_000, help="Lines shown first.")] = 10,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep printing new lines.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Every instance's log of an app in an environment, as it is collected (like `docker logs -f`)."""
+    from shipline.logs.store import LogStoreError
+    from shipline.logs.stores import open_store
+
+    current = settings()
+    with open_store(current, busy_seconds=10.0) as store:
+        last = store.last_seq()
+        backlog = (
+            store.after(max(0, last - 50_000), app=app_name, env=env, limit=100_000)[-lines:] if lines else []
+        )
+        for hit in backlog:
+            _emit_tail(hit, as_json)
+        last = max([last, *(hit.seq for hit in backlog)])
+        while follow:
+            try:
+                fresh = store.after(last, app=app_name, env=env, limit=1000)
+            except LogStoreError as exc:  # the store restarts: keep following
+                typer.echo(f"waiting for the log store: {exc.message}", err=True)
+                time.sleep(1.0)
+                continue
+            for hit in fresh:
+                _emit_tail(hit, as_json)
+            if fresh:
+                last = fresh[-1].seq
+            else:
+                time.sleep(0.25)
+
+
+def _emit_tail(hit: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(hit.as_json(), ensure_ascii=False))
+    else:
+        _print_record(hit, [], False)
+
+
+@logs.command("partitions")
+@reports_errors
+def logs_partitions(as_json: JsonOption = False) -> None:
+    """The log store's days (partitions): lines and bytes each, oldest first."""
+    from shipline.logs.stores import open_store
+
+    with open_store(settings(), busy_seconds=10.0) as store:
+        found = store.partitions()
+    if as_json:
+        rows = [{"day": p.day.isoformat(), "lines": p.lines, "bytes": p.bytes} for p in found]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not found:
+        typer.echo("The log store is empty.")
+    for p in found:
+        typer.echo(f"{p.day.isoformat()}  {p.lines:>12,} lines  {p.bytes / 2**20:>10.1f} MiB")

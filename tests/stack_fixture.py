@@ -29,6 +29,7 @@ COMPONENTS = [
     "prefect",
     "discover",
     "registrator",
+    "logs-agent",
     "web",
     "worker-ci",
     "worker-pre",

@@ -655,6 +655,38 @@ class RegistratorDaemon(ProjectProcess):
 
 
 @dataclass
+class LogsAgent(ProjectProcess):
+    """``shipline logs agent``: this host's Shipline container logs into the log store."""
+
+    name: str = "logs-agent"
+    binary: str = "shipline"
+    start_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.needs = ("docker", "postgres") if self.settings.log_store == "postgresql" else ("docker",)
+
+    @property
+    def url(self) -> str:
+        return f"{self.settings.logs_page_url} (search)"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "shipline", "logs", "agent"]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        # Like the registrator: up while our process runs and has logged, since its latest start, that
+        # its first scan of containers and checkpoints is done.
+        from shipline.logs.agent import READY
+
+        if record is None or not record.alive:
+            return False
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return False
+        return READY in text[text.rfind(f"--- shipline: starting {self.name}") :]
+
+
+@dataclass
 class Worker(ProjectProcess):
     """A Prefect process worker serving one environment's work pool."""
 
@@ -736,6 +768,7 @@ def infrastructure(settings: Settings) -> list[Component]:
         PrefectServer(settings),
         DiscoverDaemon(settings),
         RegistratorDaemon(settings),
+        LogsAgent(settings),
         WebService(settings),
     ]
 

@@ -4,7 +4,8 @@ Each host runs the daemons of its role (``Restart=always``, one second apart, li
 supervisor):
 
 - ``ci``: the ``ci`` pool's worker (builds);
-- ``pre`` / ``prod``: that pool's worker and a registrator for that environment's containers;
+- ``pre`` / ``prod``: that pool's worker, a registrator for that environment's containers and the logs
+  agent (one per Docker host, whatever it runs);
 - ``edge``: ``discover`` (nginx follows etcd) and ``web`` (GitLab webhooks).
 
 The units carry the Prefect settings of the host they are written on; edit ``PREFECT_API_URL`` and the
@@ -32,6 +33,7 @@ def daemons(role: Role) -> dict[str, list[str]]:
     units = {f"shipline-worker-{role}": worker}
     if role != "ci":
         units[f"shipline-registrator-{role}"] = ["shipline", "registrator", "--env", role]
+        units["shipline-logs-agent"] = ["shipline", "logs", "agent"]
     return units
 
 

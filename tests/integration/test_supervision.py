@@ -19,7 +19,7 @@ from shipline.stack.supervise import read_supervision
 from tests.images import busybox_web_image, free_ports, run_instance
 from tests.waiting import eventually
 
-DAEMONS = ["discover", "registrator", "web", "worker-ci", "worker-pre", "worker-prod"]
+DAEMONS = ["discover", "registrator", "logs-agent", "web", "worker-ci", "worker-pre", "worker-prod"]
 
 
 def child_pid(settings: Settings, name: str, other_than: int | None = None) -> int | None:

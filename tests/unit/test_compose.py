@@ -81,6 +81,8 @@ def test_compose_accepts_the_file_with_host_networking_and_labels(tmp_path: Path
         "shipline.health": "/healthz",
     }
     assert service["volumes"][0]["read_only"] is True
+    # Rotated json-file logs: what the logs agent follows.
+    assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
     assert "networks" not in model or not model["networks"]
 
 

@@ -17,6 +17,7 @@ def test_units_of_every_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     names = sorted(p.name for p in (tmp_path / "units").iterdir())
     assert names == [
         "shipline-discover.service",
+        "shipline-logs-agent.service",
         "shipline-registrator-pre.service",
         "shipline-registrator-prod.service",
         "shipline-web.service",
