@@ -99,6 +99,7 @@ def _print_urls(current: Settings) -> None:
         f"  nginx             {current.nginx_url}  (apps: http://APP.ENV.localhost:{current.nginx_port}/)"
     )
     typer.echo(f"  GitLab webhook    {current.webhook_url}")
+    typer.echo(f"  log search        {current.logs_page_url}  (shipline logs search QUERY)")
     typer.echo(f"  Docker Engine     {current.docker_url}")
     typer.echo(f"  logs              {current.log_dir}")
 

@@ -8,14 +8,11 @@ Each test gets a database of its own, dropped afterwards, so tests never see eac
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from shipline.config import Settings
@@ -23,38 +20,16 @@ from shipline.logs.postgres import PostgresStore
 from shipline.logs.query import parse
 from shipline.logs.records import Checkpoint, LogRecord, Tags
 from shipline.logs.store import LogStore, LogStoreError, SearchRequest
-from shipline.stack.components import POSTGRES_USER
 from tests.log_store_contract import *  # noqa: F403 - the contract's tests run here
 from tests.log_store_contract import MESSAGES, NOW, WEB, found, records
-
-
-def _admin(settings: Settings, dbname: str = "postgres") -> psycopg.Connection[tuple[Any, ...]]:
-    try:
-        return psycopg.connect(
-            host=settings.host,
-            port=settings.postgres_port,
-            user=POSTGRES_USER,
-            dbname=dbname,
-            autocommit=True,
-            connect_timeout=5,
-        )
-    except psycopg.Error as exc:
-        pytest.fail(
-            f"the stack's PostgreSQL does not answer at {settings.host}:{settings.postgres_port}: {exc}\n"
-            "hint: shipline up starts it (Debian's postgresql package: make install)",
-            pytrace=False,
-        )
+from tests.postgres_db import admin as admin_connection
+from tests.postgres_db import fresh_database
 
 
 @pytest.fixture
 def database(settings: Settings) -> Iterator[str]:
     """The connection string of a new empty database owned by the log store's role; dropped after."""
-    name = f"logs_test_{uuid.uuid4().hex[:12]}"
-    with _admin(settings) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER shipline").format(sql.Identifier(name)))
-    yield make_conninfo(settings.postgres_url, dbname=name)
-    with _admin(settings) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from fresh_database(settings)
 
 
 @pytest.fixture
@@ -65,7 +40,7 @@ def store(database: str) -> Iterator[LogStore]:
 
 def _tables(settings: Settings, database: str) -> set[str]:
     dbname = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
-    with _admin(settings, str(dbname)) as admin:
+    with admin_connection(settings, str(dbname)) as admin:
         rows = admin.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'log\\_lines\\_%'")
         return {row[0] for row in rows.fetchall()}
 
@@ -131,7 +106,7 @@ def test_like_wildcards_in_a_query_are_plain_characters(store: LogStore) -> None
 def test_terms_are_looked_up_in_the_trigram_index(store: LogStore, settings: Settings, database: str) -> None:
     store.write(records(), [])
     dbname = str(psycopg.conninfo.conninfo_to_dict(database)["dbname"])
-    with _admin(settings, dbname) as admin:
+    with admin_connection(settings, dbname) as admin:
         admin.execute("SET enable_seqscan = off")
         plan = admin.execute(
             "EXPLAIN SELECT seq FROM log_lines WHERE message ILIKE %s ORDER BY seq DESC LIMIT 10",
@@ -157,7 +132,7 @@ def test_the_store_reconnects_after_its_connection_is_killed(
 ) -> None:
     store.write(records()[:2], [Checkpoint(source="f1", path="/x", container="c", offset=200)])
     dbname = str(psycopg.conninfo.conninfo_to_dict(database)["dbname"])
-    with _admin(settings) as admin:
+    with admin_connection(settings) as admin:
         killed = admin.execute(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = %s AND application_name = 'shipline-logs'",
