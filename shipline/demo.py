@@ -48,6 +48,8 @@ def main() -> int:
     print("  releases        .venv/bin/shipline releases hello-python --env prod [--stats]")
     print(f"  registry        http://{settings.registry_address}/v2/_catalog")
     print(f"  GitLab webhook  {settings.webhook_url}  (onboard: shipline apps add REPO --project group/app)")
+    print(f"  app logs        {settings.logs_page_url}?app=hello-python  (search, live tail)")
+    print("  in the shell    .venv/bin/shipline logs search 'GET /version' --app hello-python --since 1h")
     print(f"  etcd            etcdctl --endpoints {settings.etcd_url} get --prefix /shipline/")
     print(f"  logs and state  {settings.home}")
     print("  stop            .venv/bin/shipline down")
