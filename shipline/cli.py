@@ -534,7 +534,7 @@ def _print_record(hit: Any, words: list[str], color: bool) -> None:
     else:
         text = record.message
     flags = f" [{','.join(sorted(record.flags))}]" if record.flags else ""
-    typer.echo(f"{head} {text}{flags}")
+    typer.echo(f"{head} {text}{flags}", color=color)
 
 
 ColorOption = Annotated[

@@ -101,6 +101,26 @@ def _port(component: Component, table: ProcessTable) -> Check:
     )
 
 
+def _log_store(settings: Settings) -> Check:
+    """The embedded log store opens (SQLite with FTS5 and the trigram tokenizer); PostgreSQL is checked
+    once it runs, by ``status``."""
+    import sqlite3
+
+    if settings.log_store == "postgresql":
+        return Check("log store", True, f"postgresql ({settings.postgres_url.split('@')[-1]})")
+    try:
+        with sqlite3.connect(":memory:") as db:
+            db.execute("CREATE VIRTUAL TABLE t USING fts5(message, tokenize='trigram')")
+    except sqlite3.Error as exc:
+        return Check(
+            "log store",
+            False,
+            f"SQLite {sqlite3.sqlite_version} lacks FTS5 trigram: {exc}",
+            "SQLite 3.34 or newer",
+        )
+    return Check("log store", True, f"sqlite {sqlite3.sqlite_version} fts5 trigram, {settings.log_store_dir}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in a stable order."""
     checks = [
@@ -123,6 +143,7 @@ def run_checks(settings: Settings) -> list[Check]:
     if os.geteuid() == 0:
         # As root, up runs PostgreSQL as the postgres user, and lets it through directories it cannot search.
         checks.append(_program("setfacl", ["setfacl", "--version"], "acl"))
+    checks.append(_log_store(settings))
     table = ProcessTable(settings.run_dir)
     checks += [
         _port(component, table) for component in infrastructure(settings) if component.port is not None

@@ -158,7 +158,9 @@ def test_every_line_once_through_a_kill_9_mid_stream_and_found_by_search(
     count = 6000
     agent.start()
     container = run_printer(settings, printer, app, lines_script(count, pause_every=300, pause="0.1"))
-    eventually(lambda: len(stored(store_environment, app)) > 300, timeout=60, what="the first lines collected")
+    eventually(
+        lambda: len(stored(store_environment, app)) > 300, timeout=60, what="the first lines collected"
+    )
     agent.kill()  # mid-stream, possibly mid-transaction
     written_while_down = len(stored(store_environment, app))
     time.sleep(0.5)
@@ -208,7 +210,9 @@ def test_rotation_and_a_restart_during_a_burst_lose_and_repeat_nothing(
         script,
         log_config=docker.types.LogConfig(type="json-file", config={"max-size": "40k", "max-file": "50"}),
     )
-    eventually(lambda: len(stored(store_environment, app)) > 1000, timeout=60, what="the first lines collected")
+    eventually(
+        lambda: len(stored(store_environment, app)) > 1000, timeout=60, what="the first lines collected"
+    )
     container.restart(timeout=1)  # mid-burst; the second run appends to the same rotated logs
     eventually(
         lambda: b" 3999 padding" in container.logs() and container.logs().count(b" 3999 padding") == 2,
@@ -241,7 +245,9 @@ def test_a_store_that_refuses_writes_is_waited_out_without_loss(
     count = 3000
     agent.start()
     container = run_printer(settings, printer, app, lines_script(count, pause_every=100, pause="0.1"))
-    eventually(lambda: len(stored(store_environment, app)) > 100, timeout=60, what="the first lines collected")
+    eventually(
+        lambda: len(stored(store_environment, app)) > 100, timeout=60, what="the first lines collected"
+    )
     url = store_environment.get("SHIPLINE_LOG_STORE_URL")
     if url is None:
         import sqlite3
