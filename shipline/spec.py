@@ -187,7 +187,7 @@ class ServiceSpec(Strict):
     mounts: list[Mount] = Field(default_factory=list)
     environments: dict[str, EnvironmentSettings] = Field(default_factory=dict)
     log_retention_days: int | None = Field(default=None, ge=1, le=3650)
-    """Days the app's log lines are kept; shorter than the platform's retention only (none: the platform's)."""
+    """Days the app's log lines are kept, if fewer than the platform keeps (none: the platform's)."""
 
     @field_validator("port_variable")
     @classmethod
