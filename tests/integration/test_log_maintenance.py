@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from shipline.logs.agent import Agent
 from shipline.logs.query import parse
 from shipline.logs.records import LogRecord, Tags
 from shipline.logs.sqlite import SqliteStore
-from shipline.logs.store import SearchRequest, day_of
+from shipline.logs.store import LogStore, SearchRequest, day_of
 from tasks.logs import (
     RetentionPolicy,
     delete_app_lines,
@@ -44,7 +45,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-def seed(store: SqliteStore, day: date, app: str, count: int) -> None:
+def seed(store: LogStore, day: date, app: str, count: int) -> None:
     """``count`` lines of ``app`` at noon of ``day``, written as the agent would write them."""
     moment = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
     tags = Tags(app=app, env="prod", release="1", port=20001, container="old", host="h1")
@@ -126,7 +127,7 @@ def test_maintenance_while_the_agent_writes_loses_and_repeats_no_line(
         agent_store.close()
     assert not following.is_alive(), "the agent did not stop"
 
-    with SqliteStore(path) as store:
+    with closing(SqliteStore(path)) as store:
         live = [hit.record.message for hit in store.after(0, app="live", limit=10 * LIVE_LINES)]
         assert len(live) == LIVE_LINES, f"{len(live)} live lines stored, {LIVE_LINES} printed"
         # Each once and intact (a rotation lets the two files' lines interleave in ingest order).
