@@ -215,15 +215,17 @@ def retention_of(releases: Sequence[Release]) -> dict[str, int]:
     """
     by_app: dict[str, list[int | None]] = {}
     for release in releases:
+        section = release.request.get("service") or {}
         try:
-            service = ServiceSpec.model_validate(release.request.get("service", {}))
+            # Only this field: records written by earlier versions hold service sections of other shapes.
+            own = ServiceSpec.model_validate({"log_retention_days": section.get("log_retention_days")})
         except ValidationError as exc:
             raise ReleaseError(
-                f"release {release.number} of {release.app} in {release.env}: its service section is "
+                f"release {release.number} of {release.app} in {release.env}: its log_retention_days is "
                 f"invalid: {exc.errors()[0]['msg']}",
                 hint="the app keeps the platform's log retention until its next release",
             ) from exc
-        by_app.setdefault(release.app, []).append(service.log_retention_days)
+        by_app.setdefault(release.app, []).append(own.log_retention_days)
     retentions = {}
     for app, days in by_app.items():
         set_days = [d for d in days if d is not None]

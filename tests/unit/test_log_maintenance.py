@@ -165,8 +165,10 @@ def test_an_app_retention_is_the_longest_of_its_environments_newest_releases() -
         release("blog", "pre", 2, {"log_retention_days": 2}),
         release("blog", "prod", 1, {"health_path": "/up"}),  # keeps the platform's retention in PROD
         release("wiki", "prod", 1, None),
+        # A record of an earlier version, whose service section had another shape.
+        release("dj", "pre", 1, {"replicas": 1, "command": [], "log_retention_days": 2}),
     ]
-    assert retention_of(releases) == {"shop": 5}
+    assert retention_of(releases) == {"shop": 5, "dj": 2}
 
 
 def test_an_invalid_service_section_names_the_release() -> None:
