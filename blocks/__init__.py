@@ -2,15 +2,17 @@
 
 from blocks.environment import ShiplineEnvironment
 from blocks.gitlab import ShiplineGitLab
+from blocks.logs import ShiplineLogs
 from blocks.registry import ShiplineRegistry
 from blocks.sonarqube import ShiplineSonarQube
 
-BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineGitLab, ShiplineSonarQube)
+BLOCK_TYPES = (ShiplineEnvironment, ShiplineRegistry, ShiplineGitLab, ShiplineSonarQube, ShiplineLogs)
 
 __all__ = [
     "BLOCK_TYPES",
     "ShiplineEnvironment",
     "ShiplineGitLab",
+    "ShiplineLogs",
     "ShiplineRegistry",
     "ShiplineSonarQube",
 ]

@@ -186,6 +186,8 @@ class ServiceSpec(Strict):
     memory: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,5}[kmg]$")
     mounts: list[Mount] = Field(default_factory=list)
     environments: dict[str, EnvironmentSettings] = Field(default_factory=dict)
+    log_retention_days: int | None = Field(default=None, ge=1, le=3650)
+    """Days the app's log lines are kept, if fewer than the platform keeps (none: the platform's)."""
 
     @field_validator("port_variable")
     @classmethod

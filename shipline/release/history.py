@@ -76,6 +76,16 @@ async def list_releases(client: aetcd.Client, app: str, env: str) -> list[Releas
     return [Release.model_validate_json(kv.value) for kv in result]
 
 
+async def newest_releases(client: aetcd.Client) -> list[Release]:
+    """The newest release of every app in every environment, by app and environment."""
+    result = await client.get_prefix(f"{PREFIX}/".encode(), sort_order="ascend", sort_target="key")
+    newest: dict[tuple[str, str], Release] = {}
+    for kv in result:
+        release = Release.model_validate_json(kv.value)
+        newest[(release.app, release.env)] = release  # keys ascend: a later number replaces an earlier
+    return [newest[key] for key in sorted(newest)]
+
+
 async def record_release(
     client: aetcd.Client,
     *,

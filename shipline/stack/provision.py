@@ -213,7 +213,7 @@ def _apply_work_pools(pools: list[WorkPoolSpec], report: Report) -> None:
 def _apply_blocks(settings: Settings, report: Report) -> None:
     from prefect.exceptions import ObjectNotFound
 
-    from blocks import BLOCK_TYPES, ShiplineEnvironment, ShiplineRegistry
+    from blocks import BLOCK_TYPES, ShiplineEnvironment, ShiplineLogs, ShiplineRegistry
 
     for block_type in BLOCK_TYPES:
         block_type.register_type_and_schema()
@@ -221,6 +221,7 @@ def _apply_blocks(settings: Settings, report: Report) -> None:
         (env, ShiplineEnvironment(work_pool=env, **values)) for env, values in ENVIRONMENT_DEFAULTS.items()
     ]
     wanted.append(("default", ShiplineRegistry(address=settings.registry_address)))
+    wanted.append(("default", ShiplineLogs()))
     for name, document in wanted:
         try:
             type(document).load(name)

@@ -52,3 +52,10 @@ def test_fingerprint_follows_the_deployment_file(monkeypatch: pytest.MonkeyPatch
     before = provision.fingerprint()
     copy.write_text(copy.read_text() + "\n# changed\n")
     assert provision.fingerprint() != before
+
+
+def test_log_maintenance_is_deployed_nightly_on_the_ci_pool() -> None:
+    (spec,) = [s for s in provision.load_deployments() if s.entrypoint.startswith("flows/log_maintenance.py")]
+    assert (provision.flow_name(spec), spec.name, spec.work_pool.name) == ("log-maintenance", "nightly", "ci")
+    assert [(s.cron, s.timezone, s.active) for s in spec.schedules] == [("0 3 * * *", "UTC", True)]
+    assert spec.description

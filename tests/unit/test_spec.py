@@ -39,6 +39,20 @@ def test_valid_spec_loads_with_defaults(tmp_path: Path) -> None:
     assert spec.service.port_variable == "PORT"
     assert spec.scan.tools == ["ruff", "bandit"]
     assert spec.image.copy_artifact_to == "/app"
+    assert spec.service.log_retention_days is None
+
+
+def test_log_retention_is_a_number_of_days_of_one_or_more() -> None:
+    spec = parse_spec(
+        VALID.replace("  health_path: /healthz", "  health_path: /healthz\n  log_retention_days: 3")
+    )
+    assert spec.service.log_retention_days == 3
+    message = problems(
+        VALID.replace("  health_path: /healthz", "  health_path: /healthz\n  log_retention_days: 0")
+    )
+    assert (
+        "shipline.yaml:14 service.log_retention_days: Input should be greater than or equal to 1" in message
+    )
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
