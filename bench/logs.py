@@ -221,7 +221,7 @@ def _poll_marks(store_path: Path, writer: subprocess.Popen[str], agent_pid: int)
 def _fill(store: LogStore) -> None:
     """``SEARCH_LINES`` varied lines over the last hours, from 20 apps, in batches."""
     rng = random.Random(3)
-    pool = [message(rng, rng.choice((60, 120, 200, 400))) for _ in range(20_000)]
+    pool = [message(rng, rng.choice((40, 80, 120, 200))) for _ in range(20_000)]
     tags = [
         Tags(app=app_name(i), env="bench", release="1", port=20000 + i, container=f"c{i:02d}", host="h1")
         for i in range(20)

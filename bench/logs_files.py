@@ -157,14 +157,14 @@ class BenchContainers:
 
 
 def _agent(directory: Path, store_path: Path, tokenizer: Tokenizer) -> None:
-    """Run the agent on ``directory`` until SIGTERM; prints ``ready`` once it follows every file."""
+    """Run the agent on ``directory`` until SIGTERM; prints ``ready`` once it watches every container."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     with SqliteStore(store_path, tokenizer=tokenizer) as store:
         agent = Agent(store, BenchContainers(directory))
         runner = threading.Thread(target=agent.run, args=(stop,))
         runner.start()
-        while not agent.files and not stop.is_set():
+        while not agent.containers and not stop.is_set():
             time.sleep(0.01)
         print("ready", flush=True)
         runner.join()

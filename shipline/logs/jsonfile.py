@@ -30,7 +30,7 @@ MAX_ENTRY = 256 * 1024
 MAX_FIELDS = 64
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_SECONDS: dict[str, int] = {}
+_SECONDS: dict[str, datetime] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +78,15 @@ def same_file(handle: BinaryIO, identity: FileIdentity) -> bool:
 
 def parse_time(text: str) -> datetime:
     """Docker's RFC 3339 time with nanoseconds (``2026-11-25T10:00:00.123456789Z``), fast for repeats."""
-    seconds = _SECONDS.get(text[:19])
-    if seconds is None:
-        moment = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
-        seconds = int(moment.timestamp())
+    base = _SECONDS.get(text[:19])
+    if base is None:
+        base = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
         if len(_SECONDS) > 4096:
             _SECONDS.clear()
-        _SECONDS[text[:19]] = seconds
+        _SECONDS[text[:19]] = base
+    if text[19:20] == "." and text[-1:] == "Z" and text[20:-1].isdigit():  # UTC, as Docker writes it
+        return base + timedelta(microseconds=int(text[20:-1][:6].ljust(6, "0")))
+    seconds = int(base.timestamp())
     rest = text[19:]
     micros = 0
     if rest.startswith("."):
