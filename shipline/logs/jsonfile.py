@@ -30,6 +30,7 @@ MAX_ENTRY = 256 * 1024
 MAX_FIELDS = 64
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_decode = json.JSONDecoder().decode
 _SECONDS: dict[str, datetime] = {}
 
 
@@ -140,6 +141,10 @@ class Pending:
     truncated: bool = False
 
 
+def _by_offset(record: LogRecord) -> int:
+    return record.offset
+
+
 MAX_HELD = 10_000
 """Complete lines held back behind a split line whose end has not come, before that line is given up."""
 
@@ -200,7 +205,7 @@ class TailedFile:
 
     def _entry(self, line: bytes, offset: int, end: int, out: list[LogRecord]) -> None:
         try:
-            entry: Any = json.loads(line)
+            entry: Any = _decode(line.decode("utf-8", "surrogatepass"))  # bad UTF-8: ValueError, malformed
         except ValueError:
             entry = None
         if not isinstance(entry, dict) or not isinstance(entry.get("log"), str):
@@ -254,13 +259,16 @@ class TailedFile:
 
     def _end_at(self, end: int, out: list[LogRecord]) -> None:
         """The entry ending at ``end`` is read: release what is held unless a split line still waits."""
-        if self.pending and len(self.held) < MAX_HELD:
-            return
-        if self.pending:  # waited too long behind a split line that does not end: give it up
-            self._give_up_pending()
-        self.held.sort(key=lambda record: record.offset)
-        out.extend(self.held)
-        self.held = []
+        if self.pending:
+            if len(self.held) < MAX_HELD:
+                return
+            self._give_up_pending()  # waited too long behind a split line that does not end: give it up
+        if len(self.held) == 1:  # the usual case, one line at a time
+            out.append(self.held.pop())
+        else:
+            self.held.sort(key=_by_offset)
+            out.extend(self.held)
+            self.held = []
         self.offset = end
 
     def _give_up_pending(self) -> None:
