@@ -48,7 +48,7 @@ from shipline.logs.store import LogStore, SearchRequest, Tokenizer
 from shipline.stack.components import POSTGRES_USER
 
 INGEST_CONTAINERS = 8
-INGEST_BYTES = {1000: 48 * 2**20, 200: 24 * 2**20}
+INGEST_BYTES = {1000: 16 * 2**20, 200: 8 * 2**20}
 """json-file bytes pre-written per case, by line size."""
 STEADY_SECONDS, STEADY_CONTAINERS, STEADY_RATE = 20.0, 10, 100_000
 SEARCH_LINES, SEARCH_BATCH, QUERIES = 1_000_000, 20_000, 50

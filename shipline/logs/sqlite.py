@@ -120,7 +120,8 @@ class SqliteStore(LogStore):
                 "env TEXT NOT NULL, release TEXT NOT NULL, port INTEGER, container TEXT NOT NULL, "
                 "host TEXT NOT NULL, fields TEXT NOT NULL, flags TEXT NOT NULL, message TEXT NOT NULL)"
             )
-            self.db.execute(f"CREATE INDEX IF NOT EXISTS lines_{day}_app ON lines_{day}(app, env)")
+            # The row id follows the app in the index: an app's lines come newest first, without a sort.
+            self.db.execute(f"CREATE INDEX IF NOT EXISTS lines_{day}_app ON lines_{day}(app)")
             self.db.execute(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS fts_{day} USING fts5(message, content='lines_{day}', "
                 f"content_rowid='seq', columnsize=0, {options})"
