@@ -245,8 +245,9 @@ class SqliteStore(LogStore):
         if tokenizer == SPARSE_TRIGRAM:
             match = to_trigram_candidates(request.query)
             if match is not None:
+                # After the cheap filters: SQLite tests the terms of a WHERE in their written order.
                 condition, term_params = _scan_condition(request.query)
-                filters, params = [condition, *filters], [*term_params, *params]
+                filters, params = [*filters, condition], [*params, *term_params]
         else:
             match = to_fts5(request.query, min_term=TRIGRAM_MIN if tokenizer == "trigram" else 0)
         if match is not None:
