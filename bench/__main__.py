@@ -12,15 +12,16 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from bench import build, discovery, pipeline, rolling, webhook
+    from bench import build, discovery, logs, pipeline, rolling, webhook
 
-    chosen = sys.argv[1:] or ["build", "pipeline", "rolling", "discovery", "webhook"]
+    chosen = sys.argv[1:] or ["build", "pipeline", "rolling", "discovery", "webhook", "logs"]
     benches = (
         ("build", build),
         ("pipeline", pipeline),
         ("rolling", rolling),
         ("discovery", discovery),
         ("webhook", webhook),
+        ("logs", logs),
     )
     for name, module in benches:
         if name not in chosen:

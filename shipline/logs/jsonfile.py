@@ -30,7 +30,8 @@ MAX_ENTRY = 256 * 1024
 MAX_FIELDS = 64
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_SECONDS: dict[str, int] = {}
+_decode = json.JSONDecoder().decode
+_SECONDS: dict[str, datetime] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +79,15 @@ def same_file(handle: BinaryIO, identity: FileIdentity) -> bool:
 
 def parse_time(text: str) -> datetime:
     """Docker's RFC 3339 time with nanoseconds (``2026-11-25T10:00:00.123456789Z``), fast for repeats."""
-    seconds = _SECONDS.get(text[:19])
-    if seconds is None:
-        moment = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
-        seconds = int(moment.timestamp())
+    base = _SECONDS.get(text[:19])
+    if base is None:
+        base = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
         if len(_SECONDS) > 4096:
             _SECONDS.clear()
-        _SECONDS[text[:19]] = seconds
+        _SECONDS[text[:19]] = base
+    if text[19:20] == "." and text[-1:] == "Z" and text[20:-1].isdigit():  # UTC, as Docker writes it
+        return base + timedelta(microseconds=int(text[20:-1][:6].ljust(6, "0")))
+    seconds = int(base.timestamp())
     rest = text[19:]
     micros = 0
     if rest.startswith("."):
@@ -136,6 +139,10 @@ class Pending:
     parts: list[str] = field(default_factory=list)
     size: int = 0
     truncated: bool = False
+
+
+def _by_offset(record: LogRecord) -> int:
+    return record.offset
 
 
 MAX_HELD = 10_000
@@ -198,7 +205,7 @@ class TailedFile:
 
     def _entry(self, line: bytes, offset: int, end: int, out: list[LogRecord]) -> None:
         try:
-            entry: Any = json.loads(line)
+            entry: Any = _decode(line.decode("utf-8", "surrogatepass"))  # bad UTF-8: ValueError, malformed
         except ValueError:
             entry = None
         if not isinstance(entry, dict) or not isinstance(entry.get("log"), str):
@@ -252,13 +259,16 @@ class TailedFile:
 
     def _end_at(self, end: int, out: list[LogRecord]) -> None:
         """The entry ending at ``end`` is read: release what is held unless a split line still waits."""
-        if self.pending and len(self.held) < MAX_HELD:
-            return
-        if self.pending:  # waited too long behind a split line that does not end: give it up
-            self._give_up_pending()
-        self.held.sort(key=lambda record: record.offset)
-        out.extend(self.held)
-        self.held = []
+        if self.pending:
+            if len(self.held) < MAX_HELD:
+                return
+            self._give_up_pending()  # waited too long behind a split line that does not end: give it up
+        if len(self.held) == 1:  # the usual case, one line at a time
+            out.append(self.held.pop())
+        else:
+            self.held.sort(key=_by_offset)
+            out.extend(self.held)
+            self.held = []
         self.offset = end
 
     def _give_up_pending(self) -> None:

@@ -230,6 +230,31 @@ def to_fts5(node: Node, *, min_term: int = 0) -> str | None:
     return visit(node)
 
 
+def to_trigram_candidates(node: Node) -> str | None:
+    """An FTS5 expression over a ``detail=none`` trigram index that every matching line satisfies (and a few
+    others): each term becomes its trigrams, all required; ``NOT`` and terms under three characters
+    require nothing. None where nothing can be required (the caller scans). The caller checks each
+    candidate against the query itself (``matches``/``to_sql``) — the index only narrows the rows.
+    """
+
+    def visit(n: Node) -> str | None:
+        if isinstance(n, Term):
+            folded = n.text
+            grams = list(dict.fromkeys(folded[i : i + 3] for i in range(len(folded) - 2)))
+            if not grams:
+                return None
+            return "(" + " AND ".join('"' + g.replace('"', '""') + '"' for g in grams) + ")"
+        if isinstance(n, Not):
+            return None
+        parts = [visit(i) for i in n.items]
+        if isinstance(n, Or):
+            return None if None in parts else "(" + " OR ".join(p for p in parts if p) + ")"
+        required = [p for p in parts if p]
+        return "(" + " AND ".join(required) + ")" if required else None
+
+    return visit(node)
+
+
 def highlight(message: str, words: Sequence[str]) -> list[tuple[str, bool]]:
     """``message`` cut into (text, matched) pieces, the matched ones being occurrences of ``words``."""
     folded = message.casefold()
