@@ -40,6 +40,10 @@ def release(request: ReleaseRequest) -> Release:
     5. old instances retired (each leaves etcd, and so nginx, before it stops), release live, notified.
     A failure in 3-4 removes the new instances and records the release as rolled back: whatever was live
     before keeps serving, untouched.
+
+    Retried from the UI, the run is a new attempt: every task here has a side effect or reads the world
+    as it is now, so none is served from a cache (``cache_policy=NO_CACHE``) — a new release record, new
+    ports, new instances, the auto-tests against them.
     """
     environment = ShiplineEnvironment.for_env(request.env)
     approve_release(request, required=environment.requires_approval)

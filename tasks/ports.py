@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
@@ -10,7 +11,7 @@ from shipline.release.ports import allocate_ports
 from shipline.retries import retry_if_transient
 
 
-@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_if_transient)
 def allocate_instance_ports(app: str, env: str, count: int, environment: ShiplineEnvironment) -> list[int]:
     """Reserve ``count`` free ports of the environment's range, skipping every port taken on its host."""
     ports = allocate_ports(
