@@ -31,7 +31,8 @@ within this plus the Prefect server's repossessor interval (15 s). Prefect's min
 def release(request: ReleaseRequest) -> Release:
     """Deploy an app's image digest to an environment and make it live, or leave the previous release serving.
 
-    1. approval, when the environment's block requires it (answer in this run's form, or `shipline approve`);
+    1. approval, when the environment's block or the app's spec (``requires_approval``) asks for it
+       (answer in this run's form, or `shipline approve`);
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
        release left `deploying` by a deploy that died (a killed worker) is failed and its instances removed;
     3. ports reserved, docker-compose.yml rendered (artifact), new instances started beside the old ones;
@@ -46,7 +47,7 @@ def release(request: ReleaseRequest) -> Release:
     ports, new instances, the auto-tests against them.
     """
     environment = ShiplineEnvironment.for_env(request.env)
-    approve_release(request, required=environment.requires_approval)
+    approve_release(request, required=request.requires_approval(environment.requires_approval))
     lock = ensure_deploy_limit(request.app, request.env)
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):
         fail_abandoned_releases(request.app, request.env, environment)
