@@ -19,7 +19,7 @@ from tasks.deploy import (
     wait_for_registration,
 )
 from tasks.notify import send_release_notice
-from tasks.ports import allocate_instance_ports
+from tasks.ports import allocate_instance_ports, free_instance_ports
 from tasks.releases import close_release, ensure_deploy_limit, fail_abandoned_releases, open_release
 
 DEPLOY_LOCK_LEASE_SECONDS = 60
@@ -52,6 +52,7 @@ def release(request: ReleaseRequest) -> Release:
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):
         fail_abandoned_releases(request.app, request.env, environment)
         opened = open_release(request)
+        ports: list[int] = []
         try:
             ports = allocate_instance_ports(
                 request.app, request.env, request.replicas(environment.replicas), environment
@@ -65,6 +66,7 @@ def release(request: ReleaseRequest) -> Release:
             wait_for_registration(compose, environment)
         except Exception as failure:
             remove_release_instances(request.app, request.env, opened.number, environment)
+            free_instance_ports(request.app, request.env, ports, environment)
             close_release(opened, ReleaseStatus.ROLLED_BACK)
             send_release_notice(
                 request.notice("failed", opened.number, str(failure)), request.notification_blocks
@@ -77,6 +79,7 @@ def release(request: ReleaseRequest) -> Release:
             environment=environment,
             grace_seconds=request.service.stop_grace_seconds,
         )
+        free_instance_ports(request.app, request.env, ports, environment)
         live = close_release(opened, ReleaseStatus.LIVE)
     send_release_notice(request.notice("success", live.number), request.notification_blocks)
     return live
