@@ -19,7 +19,7 @@ from tasks.deploy import (
     wait_for_registration,
 )
 from tasks.notify import send_release_notice
-from tasks.ports import allocate_instance_ports
+from tasks.ports import allocate_instance_ports, free_instance_ports
 from tasks.releases import close_release, ensure_deploy_limit, fail_abandoned_releases, open_release
 
 DEPLOY_LOCK_LEASE_SECONDS = 60
@@ -31,7 +31,8 @@ within this plus the Prefect server's repossessor interval (15 s). Prefect's min
 def release(request: ReleaseRequest) -> Release:
     """Deploy an app's image digest to an environment and make it live, or leave the previous release serving.
 
-    1. approval, when the environment's block requires it (answer in this run's form, or `shipline approve`);
+    1. approval, when the environment's block or the app's spec (``requires_approval``) asks for it
+       (answer in this run's form, or `shipline approve`);
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
        release left `deploying` by a deploy that died (a killed worker) is failed and its instances removed;
     3. ports reserved, docker-compose.yml rendered (artifact), new instances started beside the old ones;
@@ -40,13 +41,18 @@ def release(request: ReleaseRequest) -> Release:
     5. old instances retired (each leaves etcd, and so nginx, before it stops), release live, notified.
     A failure in 3-4 removes the new instances and records the release as rolled back: whatever was live
     before keeps serving, untouched.
+
+    Retried from the UI, the run is a new attempt: every task here has a side effect or reads the world
+    as it is now, so none is served from a cache (``cache_policy=NO_CACHE``) — a new release record, new
+    ports, new instances, the auto-tests against them.
     """
     environment = ShiplineEnvironment.for_env(request.env)
-    approve_release(request, required=environment.requires_approval)
+    approve_release(request, required=request.requires_approval(environment.requires_approval))
     lock = ensure_deploy_limit(request.app, request.env)
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):
         fail_abandoned_releases(request.app, request.env, environment)
         opened = open_release(request)
+        ports: list[int] = []
         try:
             ports = allocate_instance_ports(
                 request.app, request.env, request.replicas(environment.replicas), environment
@@ -60,6 +66,7 @@ def release(request: ReleaseRequest) -> Release:
             wait_for_registration(compose, environment)
         except Exception as failure:
             remove_release_instances(request.app, request.env, opened.number, environment)
+            free_instance_ports(request.app, request.env, ports, environment)
             close_release(opened, ReleaseStatus.ROLLED_BACK)
             send_release_notice(
                 request.notice("failed", opened.number, str(failure)), request.notification_blocks
@@ -72,6 +79,7 @@ def release(request: ReleaseRequest) -> Release:
             environment=environment,
             grace_seconds=request.service.stop_grace_seconds,
         )
+        free_instance_ports(request.app, request.env, ports, environment)
         live = close_release(opened, ReleaseStatus.LIVE)
     send_release_notice(request.notice("success", live.number), request.notification_blocks)
     return live

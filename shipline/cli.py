@@ -217,6 +217,54 @@ def rollback(
 
 @app.command()
 @reports_errors
+def retire(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
+    env: Annotated[str, typer.Option("--env", help="The environment (pre, prod).")],
+    grace: Annotated[
+        int, typer.Option("--grace", min=0, max=600, help="Seconds each instance gets to stop.")
+    ] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Take an app out of an environment: keys, nginx file, instances, port reservations, deploy limit.
+
+    The release history stays (with a `retired` entry); `shipline rollback` or a new delivery brings the
+    app back.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    from blocks.environment import ShiplineEnvironment
+    from shipline.docker import docker_client
+    from shipline.names import validate_name
+    from shipline.release.lifecycle import deploy_limit_exists, deploy_limit_name, remove_deploy_limit
+    from shipline.release.retire import retire as retire_app
+
+    validate_name(app_name, what="app name")
+    validate_name(env, what="environment")
+    current = settings()
+    environment = ShiplineEnvironment.for_env(env)
+    client = docker_client(environment.docker_host)
+
+    def take_out() -> Any:
+        return retire_app(app_name, env, etcd_url=current.etcd_url, client=client, grace_seconds=grace)
+
+    if deploy_limit_exists(app_name, env):  # no deploy of the app may run meanwhile: hold its deploy lock
+        with concurrency(deploy_limit_name(app_name, env), occupy=1, strict=True, timeout_seconds=600):
+            done = take_out()
+    else:  # no deploy of it ever ran through a release flow
+        done = take_out()
+    done.limit_removed = remove_deploy_limit(app_name, env)
+    if as_json:
+        typer.echo(done.model_dump_json(indent=2))
+        return
+    typer.echo(
+        f"Retired {app_name} from {env}: {len(done.instances)} instance(s) stopped, {len(done.keys)} key(s) "
+        f"and {len(done.ports)} port reservation(s) removed, nginx file removed by discover; "
+        f"history kept (entry #{done.entry} 'retired')."
+    )
+
+
+@app.command()
+@reports_errors
 def run(
     source: Annotated[
         str, typer.Argument(help="Git URL, git repository, or a directory holding shipline.yaml.")

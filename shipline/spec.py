@@ -164,6 +164,9 @@ class EnvironmentSettings(Strict):
 
     replicas: int | None = Field(default=None, ge=1, le=64)
     environment: dict[str, str] = Field(default_factory=dict)
+    requires_approval: bool = False
+    """Wait for an operator before deploying here, even where the environment's block does not ask for it
+    (a spec can add the gate; it never lifts the one an operator set)."""
 
     @field_validator("environment")
     @classmethod

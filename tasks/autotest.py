@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from shipline.errors import AutoTestError
 from shipline.release.autotest import CheckResult, run_auto_tests
 from shipline.spec import AutoTests
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def run_release_tests(app: str, env: str, base_url: str, tests: AutoTests) -> list[CheckResult]:
     """Run the HTTP checks and the test command against ``base_url``; fail if any check fails."""
     results = run_auto_tests(base_url, tests)

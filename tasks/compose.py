@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from shipline.config import load_settings
 from shipline.release.compose import ComposeFile, compose_file_for, write_compose_file
 from shipline.release.plan import ReleaseRequest
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def render_compose_file(request: ReleaseRequest, release_number: int, ports: list[int]) -> ComposeFile:
     """Render the release's docker-compose.yml under Shipline's home, and attach it as an artifact."""
     compose = compose_file_for(request, release_number, ports)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
@@ -19,7 +20,7 @@ from shipline.release.deploy import (
 from shipline.retries import retry_if_transient
 
 
-@task(retries=1, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
 def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> list[int]:
     """docker compose up the release's services beside the running ones; return their ports."""
     path = compose_path(load_settings().home, compose)
@@ -30,7 +31,7 @@ def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> l
     return compose.ports
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def wait_for_health(compose: ComposeFile, environment: ShiplineEnvironment) -> None:
     """Wait until every new instance answers its health path (``service.health_timeout_seconds``)."""
     wait_healthy(
@@ -42,7 +43,7 @@ def wait_for_health(compose: ComposeFile, environment: ShiplineEnvironment) -> N
     get_run_logger().info("healthy: %s", ", ".join(f"{environment.advertise_ip}:{p}" for p in compose.ports))
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
 def retire_instances(
     app: str, env: str, *, keep_release: int, environment: ShiplineEnvironment, grace_seconds: int
 ) -> list[str]:
@@ -54,7 +55,7 @@ def retire_instances(
     return [i.name for i in old]
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
 def remove_release_instances(app: str, env: str, release: int, environment: ShiplineEnvironment) -> list[str]:
     """Remove the instances of one release (a failed one), leaving the others serving."""
     client = docker_client(environment.docker_host)
@@ -65,7 +66,7 @@ def remove_release_instances(app: str, env: str, release: int, environment: Ship
     return [i.name for i in doomed]
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def wait_for_registration(
     compose: ComposeFile, environment: ShiplineEnvironment, timeout_seconds: float = 30
 ) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
+from prefect.cache_policies import NO_CACHE
 
 from shipline.config import load_settings
 from shipline.errors import NotifyError
@@ -12,7 +13,7 @@ from shipline.gitlab.statuses import flow_run_url, project_of_app
 from shipline.release.notify import Delivery, ReleaseNotice, notify_blocks
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def send_release_notice(notice: ReleaseNotice, block_names: list[str]) -> list[Delivery]:
     """Send the notice through each named notification block; an undeliverable one is a warning.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from blocks.environment import ShiplineEnvironment
@@ -14,7 +15,7 @@ from shipline.release.plan import ReleaseRequest
 from shipline.retries import retry_if_transient
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
 def ensure_deploy_limit(app: str, env: str) -> str:
     """Create the strict global concurrency limit ``deploy-{app}-{env}`` (limit 1) if it does not exist."""
     name, created = lifecycle.ensure_deploy_limit(app, env)
@@ -23,7 +24,7 @@ def ensure_deploy_limit(app: str, env: str) -> str:
     return name
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
 def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment) -> list[int]:
     """Fail every release still ``deploying``: with the deploy lock held, the process deploying it is gone.
 
@@ -47,7 +48,7 @@ def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment
     return sorted(r.number for r in releases)
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
 def open_release(request: ReleaseRequest) -> Release:
     """Record the release in etcd as ``deploying`` under the next number."""
     release = lifecycle.open_release(
@@ -59,7 +60,7 @@ def open_release(request: ReleaseRequest) -> Release:
     return release
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
 def close_release(release: Release, status: ReleaseStatus) -> Release:
     """Give the release its final status; a new live release supersedes the one live before it."""
     closed = lifecycle.close_release(release, status, etcd_url=load_settings().etcd_url)

@@ -22,7 +22,7 @@ from aetcd.exceptions import ClientError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from shipline.config import Settings
-from shipline.discovery.instances import Instance, parse_key
+from shipline.discovery.instances import Instance, parse_key, parse_retired_key
 from shipline.discovery.nginx import NginxConfig, file_name, render_app
 from shipline.errors import DiscoveryError, ServiceUnavailableError
 from shipline.etcd_client import connect
@@ -95,6 +95,8 @@ class Discovery:
         self.metrics = Metrics()
         self.instances: dict[str, Instance] = {}
         self.known: set[tuple[str, str]] = set()
+        self.retired: set[tuple[str, str]] = set()
+        """Apps taken out of an environment (``shipline retire``): their files go, not to a 503 page."""
         self.watching = False
         self._pending: asyncio.Task[None] | None = None
         self._oldest_change: float | None = None
@@ -116,10 +118,13 @@ class Discovery:
     async def _resync(self, client: object) -> int:
         result = await client.get_prefix(b"/")  # type: ignore[attr-defined]
         self.instances = {}
+        self.retired = set()
         for kv in result:
             key = kv.key.decode()
             if (instance := parse_key(key)) is not None:
                 self.instances[key] = instance
+            elif (retired := parse_retired_key(key)) is not None:
+                self.retired.add(retired)
         self.known |= {(i.app, i.env) for i in self.instances.values()} | self._previously_rendered()
         self.metrics.resyncs.inc()
         self._changed()
@@ -128,7 +133,14 @@ class Discovery:
     def _event(self, key: str, deleted: bool) -> bool:
         instance = parse_key(key)
         if instance is None:
-            return False
+            retired = parse_retired_key(key)
+            if retired is None:
+                return False
+            if deleted:
+                self.retired.discard(retired)
+            else:
+                self.retired.add(retired)
+            return True
         if deleted:
             self.instances.pop(key, None)
         else:
@@ -148,7 +160,8 @@ class Discovery:
         self.known = {
             (app, env)
             for app, env in self.known
-            if (app, env) in live or (self.settings.nginx_conf_dir / file_name(app, env)).exists()
+            if ((app, env) in live or (self.settings.nginx_conf_dir / file_name(app, env)).exists())
+            and (app, env) not in self.retired
         }
         options = {"template": self.template} if self.template else {}
         return {
@@ -185,7 +198,9 @@ class Discovery:
             started, self._oldest_change = self._oldest_change, None
             self.metrics.renders.inc()
             try:
-                reloaded = await asyncio.to_thread(self.nginx.apply, self.render_files())
+                files = self.render_files()
+                retired = [file_name(app, env) for app, env in self.retired]
+                reloaded = await asyncio.to_thread(self.nginx.apply, files, retired)
             except DiscoveryError as exc:
                 self.metrics.failures.inc()
                 log.error("%s", exc)  # retried on the next change

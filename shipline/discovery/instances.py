@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from shipline.etcd_client import connect
 from shipline.names import validate_name, validate_port
 
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _KEY = re.compile(
     r"^/(?P<app>[a-z0-9][a-z0-9-]{0,62})_(?P<env>[A-Z0-9][A-Z0-9-]{0,62})/(?P<ip>[0-9a-f.:]+)-(?P<port>\d{1,5})$"
 )
@@ -70,6 +71,25 @@ def parse_key(key: str) -> Instance | None:
     if not 1 <= port <= 65535:
         return None
     return Instance(app=match["app"], env=match["env"].lower(), ip=match["ip"], port=port)
+
+
+RETIRED = "/shipline/retired/"
+"""``/shipline/retired/{app}/{env}``: the app was taken out of the environment (``shipline retire``); the
+discover daemon removes its nginx file. A new release of it deletes the key."""
+
+
+def retired_key(app: str, env: str) -> str:
+    return f"{RETIRED}{validate_name(app, what='app name')}/{validate_name(env, what='environment')}"
+
+
+def parse_retired_key(key: str) -> tuple[str, str] | None:
+    """``(app, env)`` of a retirement key, or None for any other key."""
+    if not key.startswith(RETIRED):
+        return None
+    parts = key[len(RETIRED) :].split("/")
+    if len(parts) != 2 or not all(_NAME.match(p) for p in parts):
+        return None
+    return parts[0], parts[1]
 
 
 async def register(client: aetcd.Client, instance: Instance, lease: aetcd.Lease) -> None:

@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import jinja2
@@ -132,8 +132,9 @@ class NginxConfig:
             ) from exc
         self.reloads += 1
 
-    def apply(self, files: dict[str, str]) -> bool:
-        """Make the conf dir hold ``files`` (name → text) and reload nginx if anything changed.
+    def apply(self, files: dict[str, str], remove: Collection[str] = ()) -> bool:
+        """Make the conf dir hold ``files`` (name → text), without the files named in ``remove`` (retired
+        apps), and reload nginx if anything changed.
 
         Returns:
             True if nginx was reloaded, False if nothing changed.
@@ -146,9 +147,14 @@ class NginxConfig:
                 other changes were applied.
         """
         self.conf_dir.mkdir(parents=True, exist_ok=True)
+        gone = [name for name in remove if name not in files and (self.conf_dir / name).exists()]
+        for name in gone:
+            (self.conf_dir / name).unlink(missing_ok=True)
         changed = {name: text for name, text in files.items() if _current(self.conf_dir / name) != text}
         if not changed:
-            return False
+            if gone:
+                self._reload()
+            return bool(gone)
         rejected: dict[str, str] = {}
         problem = self._check(changed)
         if problem is not None:
@@ -161,7 +167,7 @@ class NginxConfig:
                 changed = {}
         for name, text in changed.items():
             write_atomically(self.conf_dir / name, text)  # nginx's include never sees .*.tmp
-        if changed:
+        if changed or gone:
             self._reload()
         if rejected:
             error = DiscoveryError(

@@ -28,6 +28,8 @@ class ReleaseStatus(StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled-back"
     SUPERSEDED = "superseded"
+    RETIRED = "retired"
+    """Not a deploy: the entry ``shipline retire`` records when the app leaves the environment."""
 
 
 class ReleaseSubject(BaseModel):

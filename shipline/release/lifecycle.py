@@ -18,6 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 
+from shipline.discovery.instances import retired_key
 from shipline.docker import docker_client
 from shipline.errors import DeployError, ReleaseError
 from shipline.etcd_client import connect
@@ -49,6 +50,7 @@ def open_release(request: ReleaseRequest, *, etcd_url: str, flow_run_id: str | N
 
     async def record() -> Release:
         async with connect(etcd_url) as client:
+            await client.delete(retired_key(request.app, request.env).encode())  # back in the environment
             return await record_release(
                 client,
                 app=request.app,
@@ -157,6 +159,25 @@ def ensure_deploy_limit(app: str, env: str) -> tuple[str, bool]:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
             return name, True
     return name, False
+
+
+def deploy_limit_exists(app: str, env: str) -> bool:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(deploy_limit_name(app, env))
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def remove_deploy_limit(app: str, env: str) -> bool:
+    """Delete the app's deploy limit (a retired app needs none); False if there was none."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_global_concurrency_limit_by_name(deploy_limit_name(app, env))
+        except ObjectNotFound:
+            return False
+    return True
 
 
 def run_release(request: ReleaseRequest, *, timeout: float, idempotency_key: str | None = None) -> Release:

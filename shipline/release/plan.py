@@ -75,6 +75,10 @@ class ReleaseRequest(ReleaseSubject):
         """How many instances: the spec's number for this environment, else the environment's ``default``."""
         return self.settings.replicas or default
 
+    def requires_approval(self, environment_requires: bool) -> bool:
+        """Whether the deploy waits for an operator: the environment's block, or the app's own spec, asks."""
+        return environment_requires or self.settings.requires_approval
+
     def notice(self, outcome: Outcome, release: int, detail: str = "") -> ReleaseNotice:
         """What to tell people about this request's release."""
         return ReleaseNotice(

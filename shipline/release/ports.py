@@ -121,7 +121,29 @@ async def release_ports(client: aetcd.Client, *, host: str, ports: Collection[in
 
 
 RESERVATION_SECONDS = 900
-"""Covers a deploy; afterwards the containers' shipline.port labels keep the ports taken."""
+"""Covers a deploy at most; the deploy gives its reservations back when it ends (``free_ports``), and the
+containers' shipline.port labels keep the ports of running instances taken."""
+
+
+async def release_held_ports(
+    client: aetcd.Client, *, host: str, ports: Collection[int], app: str, env: str
+) -> list[int]:
+    """Give back the reservations of ``ports`` that ``app`` in ``env`` holds (another's are left alone)."""
+    held = await reserved_ports(client, host)
+    mine = [p for p in ports if p in held and (held[p].app, held[p].env) == (app, env)]
+    await release_ports(client, host=host, ports=mine)
+    return mine
+
+
+def free_ports(*, app: str, env: str, host: str, ports: Collection[int], etcd_url: str) -> list[int]:
+    """At the end of a deploy, failed or not: its reservations go at once rather than after their lease
+    (900 s), so failing deploys cannot exhaust a port range. Returns the ports given back."""
+
+    async def free() -> list[int]:
+        async with connect(etcd_url) as etcd:
+            return await release_held_ports(etcd, host=host, ports=ports, app=app, env=env)
+
+    return asyncio.run(free())
 
 
 def allocate_ports(

@@ -125,9 +125,20 @@ def flow_name(spec: DeploymentSpec) -> str:
 
 
 def fingerprint() -> str:
-    """Changes whenever what provisioning applies changes."""
+    """Changes whenever what provisioning applies changes.
+
+    That includes the flows and every model their parameters are made of (the deployments carry the
+    parameters' JSON schema: a field added to the app spec must reach it, or runs that use it are refused).
+    """
     digest = hashlib.sha256(str(PROJECT_ROOT).encode())
-    files = (Path(__file__), PREFECT_YAML, WORK_POOLS_YAML, *sorted((PROJECT_ROOT / "blocks").glob("*.py")))
+    files = (
+        Path(__file__),
+        PREFECT_YAML,
+        WORK_POOLS_YAML,
+        *sorted((PROJECT_ROOT / "blocks").glob("*.py")),
+        *sorted((PROJECT_ROOT / "flows").glob("*.py")),
+        *sorted((PROJECT_ROOT / "shipline").rglob("*.py")),
+    )
     for path in files:
         digest.update(path.read_bytes())
     return digest.hexdigest()

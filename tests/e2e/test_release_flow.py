@@ -12,6 +12,7 @@ from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import Release, ReleaseStatus, list_releases
 from shipline.release.plan import ReleaseRequest
+from shipline.release.ports import reserved_ports
 from shipline.spec import AutoTests, HttpCheck, ServiceSpec
 from tests.cli import shipline
 from tests.images import busybox_web_image
@@ -53,6 +54,15 @@ def releases(settings: Settings, app: str) -> list[Release]:
     return asyncio.run(read())
 
 
+def held_ports(settings: Settings, app: str) -> list[int]:
+    async def read() -> list[int]:
+        async with connect(settings.etcd_url) as client:
+            held = await reserved_ports(client, "127.0.0.1")
+        return sorted(port for port, reservation in held.items() if reservation.app == app)
+
+    return asyncio.run(read())
+
+
 def deliver(req: ReleaseRequest) -> FlowRun:
     return run_deployment_and_wait(
         "release/pre", parameters={"request": req.model_dump(mode="json")}, timeout=300
@@ -71,6 +81,7 @@ def test_live_then_rolled_back_then_superseded(settings: Settings, app: str) -> 
     broken = deliver(request(settings, app, "v2", expect="v3"))
     assert broken.state is not None and broken.state.is_failed()
     assert "auto-test(s) failed" in str(broken.state.message)
+    assert held_ports(settings, app) == []  # the failed deploy gave its reservations back at once
     assert [i.release for i in running_instances(client, app=app, env="pre")] == [1]
     assert httpx.get(f"http://127.0.0.1:{live[0].port}/version.txt").text == "v1\n"
 
@@ -84,6 +95,7 @@ def test_live_then_rolled_back_then_superseded(settings: Settings, app: str) -> 
         (2, ReleaseStatus.ROLLED_BACK),
         (3, ReleaseStatus.LIVE),
     ]
+    assert held_ports(settings, app) == []  # the live instance's container label holds its port
 
 
 def test_cli_rollback_redeploys_the_previous_digest(settings: Settings, app: str) -> None:

@@ -23,6 +23,7 @@ from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
 from shipline.release.plan import ReleaseRequest
+from shipline.spec import EnvironmentSettings
 from shipline.stack.lifecycle import up
 from shipline.stack.processes import ProcessTable
 from tests.cli import shipline
@@ -104,9 +105,39 @@ def _paused_run(app: str) -> FlowRun:
         )
 
 
-@pytest.mark.parametrize("verb", ["approve", "reject"])
-def test_release_waits_for_approval(settings: Settings, app: str, gated_env: str, verb: str) -> None:
-    req: ReleaseRequest = request(settings, app, "v1", expect="v1").model_copy(update={"env": gated_env})
+def _answer_in_the_ui_form(settings: Settings, run_id: UUID, approve: bool, comment: str) -> None:
+    """What the UI's form sends when an operator submits the gate."""
+    response = httpx.post(
+        f"{settings.prefect_api_url}/flow_runs/{run_id}/resume",
+        json={"run_input": {"approve": approve, "comment": comment, "reviewer": "ui-operator"}},
+        timeout=10,
+    )
+    assert response.status_code in (200, 201) and response.json()["status"] == "ACCEPT", response.text
+
+
+@pytest.mark.parametrize(
+    ("gate", "verb", "answered_in"),
+    [
+        ("environment", "approve", "shell"),
+        ("environment", "reject", "shell"),
+        ("spec", "approve", "ui"),
+        ("spec", "reject", "shell"),
+    ],
+)
+def test_release_waits_for_approval(
+    settings: Settings, app: str, gated_env: str, gate: str, verb: str, answered_in: str
+) -> None:
+    """The gate asked by the environment's block (any app there), or by the app's own spec (pre, whose
+    block asks nothing), answered from the shell or through the UI's form."""
+    req: ReleaseRequest = request(settings, app, "v1", expect="v1")
+    if gate == "environment":
+        req = req.model_copy(update={"env": gated_env})
+    else:
+        service = req.service.model_copy(
+            update={"environments": {"pre": EnvironmentSettings(requires_approval=True)}}
+        )
+        req = req.model_copy(update={"service": service})
+    env = req.env
     result: dict[str, FlowRun] = {}
     worker = threading.Thread(
         target=lambda: result.__setitem__(
@@ -118,13 +149,16 @@ def test_release_waits_for_approval(settings: Settings, app: str, gated_env: str
     )
     worker.start()
     paused = _paused_run(app)
-    assert running_instances(docker_client(settings.docker_url), app=app, env=gated_env) == []
-    answer = shipline(verb, str(paused.id), "-m", "from the test", timeout=60)
-    assert answer.returncode == 0, answer.stderr
+    assert running_instances(docker_client(settings.docker_url), app=app, env=env) == []
+    if answered_in == "ui":
+        _answer_in_the_ui_form(settings, paused.id, verb == "approve", "from the test")
+    else:
+        answer = shipline(verb, str(paused.id), "-m", "from the test", timeout=60)
+        assert answer.returncode == 0, answer.stderr
     worker.join(timeout=300)
     state = result["run"].state
     assert state is not None
-    instances = running_instances(docker_client(settings.docker_url), app=app, env=gated_env)
+    instances = running_instances(docker_client(settings.docker_url), app=app, env=env)
     if verb == "approve":
         assert state.is_completed(), state
         assert len(instances) == 1

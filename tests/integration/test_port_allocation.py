@@ -7,7 +7,7 @@ import aetcd
 import pytest
 
 from shipline.errors import ConfigError, PortAllocationError
-from shipline.release.ports import release_ports, reserve_ports, reserved_ports
+from shipline.release.ports import release_held_ports, release_ports, reserve_ports, reserved_ports
 
 HOST = "127.0.0.42"  # a host address of these tests only, so no other test's reservations interfere
 
@@ -74,6 +74,20 @@ async def test_reservations_end_with_their_lease_or_on_release(etcd: aetcd.Clien
     assert sorted(await reserved_ports(etcd, HOST)) == granted[1:]
     await lease.revoke()
     assert await reserved_ports(etcd, HOST) == {}
+
+
+async def test_a_deploy_gives_back_only_its_own_reservations(etcd: aetcd.Client) -> None:
+    lease = await etcd.lease(ttl=900)
+    mine = await reserve_ports(
+        etcd, host=HOST, first=30000, last=30009, count=3, app="a", env="pre", lease=lease
+    )
+    theirs = await reserve_ports(
+        etcd, host=HOST, first=30000, last=30009, count=2, app="b", env="pre", lease=lease
+    )
+    freed = await release_held_ports(etcd, host=HOST, ports=[*mine, *theirs], app="a", env="pre")
+    assert freed == mine
+    assert sorted(await reserved_ports(etcd, HOST)) == theirs  # long before the 900 s lease
+    await lease.revoke()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ class SlowNginx:
     def __init__(self) -> None:
         self.applied: list[int] = []
 
-    def apply(self, files: dict[str, str]) -> bool:
+    def apply(self, files: dict[str, str], remove: object = ()) -> bool:
         time.sleep(0.05)  # the slow check and reload themselves: changes pile up meanwhile
         self.applied.append(sum(text.count("server 127.0.0.1:") for text in files.values()))
         return True
@@ -52,7 +52,7 @@ class QuickNginx:
     def __init__(self) -> None:
         self.applied: list[tuple[float, int]] = []
 
-    def apply(self, files: dict[str, str]) -> bool:
+    def apply(self, files: dict[str, str], remove: object = ()) -> bool:
         self.applied.append((time.monotonic(), sum(t.count("server 127.0.0.1:") for t in files.values())))
         return True
 
@@ -122,3 +122,32 @@ def test_metrics_are_prometheus_exposition(tmp_path: Path) -> None:
     assert (
         Discovery(Settings(home=tmp_path)).metrics.value("shipline_discover_reloads_total") == 0.0
     )  # own registry
+
+
+async def test_a_retired_app_loses_its_file_instead_of_a_503_page(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    discovery = Discovery(settings, window=0.01)
+    seen: list[tuple[list[str], list[str]]] = []
+
+    class Recording:
+        def apply(self, files: dict[str, str], remove: object = ()) -> bool:
+            seen.append((sorted(files), sorted(remove)))  # type: ignore[call-overload]
+            return True
+
+    discovery.nginx = Recording()  # type: ignore[assignment]
+    discovery._event("/shop_PRE/127.0.0.1-20001", deleted=False)
+    discovery._event("/cart_PRE/127.0.0.1-20002", deleted=False)
+    discovery._changed()
+    assert await eventually_async(lambda: _done(discovery), timeout=5, what="the first render")
+    assert seen[-1] == (["cart_pre.conf", "shop_pre.conf"], [])
+    discovery._event("/shop_PRE/127.0.0.1-20001", deleted=True)
+    assert discovery._event("/shipline/retired/shop/pre", deleted=False)
+    discovery._changed()
+    assert await eventually_async(lambda: _done(discovery), timeout=5, what="the render after retiring")
+    assert seen[-1] == (["cart_pre.conf"], ["shop_pre.conf"])
+    assert discovery._event("/shipline/retired/shop/pre", deleted=True)  # released again
+    assert discovery.retired == set()
+
+
+async def _done(discovery: Discovery) -> bool:
+    return discovery._pending is None or discovery._pending.done()

@@ -24,3 +24,27 @@ def test_request_takes_the_environment_s_settings_from_the_spec_itself() -> None
         spec, env="qa", image="r", digest="sha256:" + "c" * 64, sha="d" * 40, committed=None
     )
     assert other.replicas(default=3) == 3 and other.settings.environment == {}
+
+
+def test_an_app_can_add_an_approval_gate_but_never_lift_the_operators() -> None:
+    from shipline.release.plan import ReleaseRequest
+    from shipline.spec import EnvironmentSettings, ServiceSpec
+
+    def gate(spec_asks: bool, block_asks: bool) -> bool:
+        service = ServiceSpec(environments={"prod": EnvironmentSettings(requires_approval=spec_asks)})
+        request = ReleaseRequest(
+            app="shop",
+            env="prod",
+            image="r/apps/shop",
+            digest="sha256:" + "0" * 64,
+            sha="a" * 40,
+            service=service,
+        )
+        return request.requires_approval(block_asks)
+
+    assert [gate(s, b) for s, b in ((False, False), (True, False), (False, True), (True, True))] == [
+        False,
+        True,
+        True,
+        True,
+    ]
