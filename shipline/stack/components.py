@@ -541,6 +541,17 @@ class ProjectProcess(Component):
     def environment(self) -> dict[str, str]:
         return {**os.environ, **self.settings.prefect_environment()}
 
+    def logged_since_start(self, marker: str, record: ProcessRecord | None) -> bool:
+        """True while our process runs and its log shows ``marker`` since its latest start: the probe of a
+        daemon that serves nothing to ask."""
+        if record is None or not record.alive:
+            return False
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return False
+        return marker in text[text.rfind(f"--- shipline: starting {self.name}") :]
+
 
 @dataclass
 class PrefectServer(ProjectProcess):
@@ -643,15 +654,8 @@ class RegistratorDaemon(ProjectProcess):
         return [sys.executable, "-m", "shipline", "registrator"]
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
-        # It serves nothing to ask: it is up while our process runs and has logged, since its latest
-        # start, that its first resync with etcd and Docker is done.
-        if record is None or not record.alive:
-            return False
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return False
-        return "registrator ready" in text[text.rfind("--- shipline: starting registrator") :]
+        # It serves nothing to ask: it is up once its first resync with etcd and Docker is done.
+        return self.logged_since_start("registrator ready", record)
 
 
 @dataclass
@@ -673,17 +677,10 @@ class LogsAgent(ProjectProcess):
         return [sys.executable, "-m", "shipline", "logs", "agent"]
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
-        # Like the registrator: up while our process runs and has logged, since its latest start, that
-        # its first scan of containers and checkpoints is done.
+        # It serves nothing to ask: it is up once its first scan of containers and checkpoints is done.
         from shipline.logs.agent import READY
 
-        if record is None or not record.alive:
-            return False
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return False
-        return READY in text[text.rfind(f"--- shipline: starting {self.name}") :]
+        return self.logged_since_start(READY, record)
 
 
 @dataclass
