@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -283,12 +284,39 @@ def _search(factory: StoreFactory) -> dict[str, float]:
     return figures
 
 
+def _fts5_ceiling() -> dict[str, float]:
+    """FTS5 alone: ~1 KiB lines inserted into an in-memory table in one transaction, no agent, no Python
+    per line — the CPU bound of any agent that indexes into SQLite on one core."""
+    rng = random.Random(7)
+    lines = [message(rng, 1000) for _ in range(8000)]  # the same lines as the ingest harness writes
+    size = sum(len(line.encode()) for line in lines) / 2**20
+    figures: dict[str, float] = {}
+    for name, tokenize in (
+        ("trigram_nodetail", "tokenize='trigram', detail=none, columnsize=0"),
+        ("trigram", "tokenize='trigram'"),
+        ("unicode61", "tokenize='unicode61'"),
+        ("no_index", ""),
+    ):
+        with sqlite3.connect(":memory:") as db:
+            db.execute(
+                f"CREATE VIRTUAL TABLE f USING fts5(message, {tokenize})"
+                if tokenize
+                else "CREATE TABLE f(message)"
+            )
+            cpu = time.process_time()
+            db.executemany("INSERT INTO f(message) VALUES (?)", [(line,) for line in lines])
+            figures[f"{name}_mib_s_cpu"] = size / (time.process_time() - cpu)
+    return figures
+
+
 def run(settings: Settings) -> dict[str, float]:
     """Ingest, steady-load CPU and delay, and search figures; see the module docstring for each harness."""
     figures: dict[str, float] = {}
     chosen = os.environ.get("SHIPLINE_BENCH_LOGS", "ingest,steady,search").split(",")
     stores = _stores(settings)
     if "ingest" in chosen:
+        for key, value in _fts5_ceiling().items():
+            figures[f"fts5_ceiling_{key}"] = value
         for name, factory in stores.items():
             for size in INGEST_BYTES:
                 for key, value in _ingest(factory, size).items():
