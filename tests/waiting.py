@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import httpx
 import pytest
 
 T = TypeVar("T")
@@ -86,3 +87,14 @@ async def eventually_async(
         if time.monotonic() >= deadline:
             pytest.fail(f"waited {timeout:g} s for {what}; last seen: {seen!r}")
         await asyncio.sleep(interval)
+
+
+def as_the_ui(url: str, body: dict[str, object], *, attempts: int = 5) -> httpx.Response:
+    """POST what a Prefect UI button sends. A 503 (the server's SQLite busy under the suite's load) is what
+    the operator sees and presses again on — and what Prefect's own client retries."""
+    for attempt in range(attempts):
+        response = httpx.post(url, json=body, timeout=10)
+        if response.status_code != 503 or attempt == attempts - 1:
+            return response
+        time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable: the last attempt returns")

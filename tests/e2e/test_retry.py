@@ -23,17 +23,17 @@ from shipline.spec import AutoTests, HttpCheck
 from tests.cli import shipline
 from tests.e2e.test_delivery import releases_of
 from tests.e2e.test_release_flow import deliver, releases, request
+from tests.waiting import as_the_ui
 
 
 def retry_from_the_ui(settings: Settings, run_id: UUID) -> None:
     """What the UI's Retry button sends."""
-    response = httpx.post(
+    response = as_the_ui(
         f"{settings.prefect_api_url}/flow_runs/{run_id}/set_state",
-        json={
+        {
             "state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
             "force": True,
         },
-        timeout=10,
     )
     assert response.status_code in (200, 201), response.text
     assert response.json()["status"] == "ACCEPT", response.text
