@@ -61,7 +61,7 @@ def run(settings: Settings) -> dict[str, float]:
         shutil.copytree(SAMPLE, workspace, ignore=shutil.ignore_patterns("__pycache__", "reports"))
 
         def compile_and_build(sha: str, middleware_image: PushedImage) -> PushedImage:
-            code = run_in_image(
+            done = run_in_image(
                 client,
                 image=middleware_image.by_digest,
                 command=spec.build.command,
@@ -69,7 +69,7 @@ def run(settings: Settings) -> dict[str, float]:
                 mounts=[],
                 log=quiet,
             )
-            assert code == 0
+            assert done.code == 0, done.tail_text()
             build_app_image(
                 client,
                 registry=registry,

@@ -7,8 +7,10 @@ that does not answer is reported the same way everywhere.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
@@ -19,6 +21,18 @@ from shipline.spec import Mount
 
 Log = Callable[[str], None]
 WORKSPACE = "/workspace"
+TAIL_LINES = 20
+"""How much of a failed command's output its error repeats (the whole output is in the task's log)."""
+
+
+class CommandResult(NamedTuple):
+    """How a command in an image ended: its exit code and the last lines it printed."""
+
+    code: int
+    tail: tuple[str, ...]
+
+    def tail_text(self) -> str:
+        return "\n".join(f"  | {line}" for line in self.tail)
 
 
 def docker_client(docker_host: str) -> docker.DockerClient:
@@ -60,15 +74,19 @@ def run_in_image(
     mounts: list[Mount],
     log: Log,
     timeout: float = 3600,
-) -> int:
+) -> CommandResult:
     """Run ``sh -c command`` in ``image`` with the workspace mounted at /workspace; stream its output.
 
+    The command is logged first (``$ …``), then every line it prints.
+
     Returns:
-        The command's exit code.
+        The command's exit code and its last ``TAIL_LINES`` lines.
 
     Raises:
         BuildError: if the container cannot run at all (missing image, engine error, timeout).
     """
+    log(f"$ {command}    (in {image})")
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     volumes = {str(workspace): {"bind": WORKSPACE, "mode": "rw"}}
     volumes |= {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts}
     try:
@@ -89,10 +107,11 @@ def run_in_image(
         for chunk in container.logs(stream=True, follow=True):
             for line in chunk.decode(errors="replace").splitlines():
                 log(line)
+                tail.append(line)
         result = container.wait(timeout=timeout)
     except (APIError, DockerException) as exc:
         raise BuildError(f"{command!r} in {image} did not finish: {exc}", transient=True) from exc
     finally:
         with contextlib.suppress(APIError, DockerException):  # already gone: nothing left to clean up
             container.remove(force=True)
-    return int(result.get("StatusCode", 1))
+    return CommandResult(int(result.get("StatusCode", 1)), tuple(tail))

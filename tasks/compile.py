@@ -20,7 +20,7 @@ def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: st
     """Run the build command with the workspace mounted; the declared artifact must exist afterwards."""
     logger = get_run_logger()
     command = f"export SHIPLINE_SHA={sha}; {spec.build.command}"
-    code = run_in_image(
+    done = run_in_image(
         ShiplineRegistry.current().docker_client(load_settings().docker_url),
         image=middleware.by_digest,
         command=command,
@@ -28,8 +28,11 @@ def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: st
         mounts=spec.build.mounts,
         log=logger.info,
     )
-    if code != 0:
-        raise BuildError(f"{spec.app}: the build command exited {code}", hint="read this task's log")
+    if done.code != 0:
+        raise BuildError(
+            f"{spec.app}: the build command exited {done.code}; its last lines:\n{done.tail_text()}",
+            hint="read this task's log for the whole output",
+        )
     artifact = workspace / spec.build.artifact
     if not artifact.exists():
         raise BuildError(f"{spec.app}: the build left no {spec.build.artifact}", hint="check build.artifact")

@@ -25,7 +25,7 @@ def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha:
         return None
     report = workspace / spec.test.junit
     report.unlink(missing_ok=True)  # a stale report must not pass for this run's
-    code = run_in_image(
+    done = run_in_image(
         ShiplineRegistry.current().docker_client(load_settings().docker_url),
         image=middleware.by_digest,
         command=f"export SHIPLINE_SHA={sha}; {spec.test.command}",
@@ -44,8 +44,8 @@ def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha:
         description=f"{spec.app}: {summary.passed} passed, {summary.failed} failed, {summary.errors} errors, "
         f"{summary.skipped} skipped; failures first, then the slowest tests",
     )
-    if code != 0 or not summary.ok:
+    if done.code != 0 or not summary.ok:
         first = summary.failures[0] if summary.failures else None
-        detail = f": {first.name}: {first.message}" if first else f" (exit {code})"
+        detail = f": {first.name}: {first.message}" if first else f" (exit {done.code}):\n{done.tail_text()}"
         raise TestFailure(f"{spec.app}: {summary.failed + summary.errors} unit test(s) failed{detail}")
     return summary
