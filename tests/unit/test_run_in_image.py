@@ -36,7 +36,7 @@ def test_the_command_is_logged_and_a_failure_keeps_the_last_lines(tmp_path: Path
     container = FakeContainer(output, code=3)
     logged: list[str] = []
     done = run_in_image(
-        FakeClient(container),  # type: ignore[arg-type]
+        FakeClient(container),
         image="registry/mw@sha256:abc",
         command="make all",
         workspace=tmp_path,
