@@ -24,7 +24,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:
+        # One access line per request, flushed at once: the platform collects stdout as it is written.
         sys.stdout.write(f"{self.address_string()} {format % args}\n")
+        sys.stdout.flush()
 
 
 def main() -> None:
