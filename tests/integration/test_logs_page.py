@@ -22,13 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 import uvicorn
 
-from shipline.apps import OnboardedApp
-from shipline.gitlab.events import Trigger
-from shipline.gitlab.triggers import StartedRun
 from shipline.logs.records import LogRecord, Tags
 from shipline.logs.sqlite import SqliteStore
 from shipline.programs import find_program
-from shipline.web.app import create_app
+from tests.log_page import log_page_app
 from tests.waiting import eventually
 
 if TYPE_CHECKING:
@@ -73,19 +70,6 @@ def record(
     )
 
 
-async def no_secret() -> str | None:
-    return None
-
-
-async def no_apps(project: str) -> OnboardedApp | None:
-    return None
-
-
-class NoStarter:
-    async def start(self, trigger: Trigger, app: OnboardedApp, *, delivery_id: str | None) -> StartedRun:
-        raise AssertionError("the log page never starts a delivery")
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     """The log store as the agent leaves it: lines of two apps, a Chinese one, two that look like markup."""
@@ -117,9 +101,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 @pytest.fixture
 def web_url(store: SqliteStore) -> Iterator[str]:
     """The base URL of ``shipline web`` serving the log page over ``store``'s database."""
-    app = create_app(
-        secret=no_secret, apps=no_apps, starter=NoStarter(), ui_url="", logs=lambda: SqliteStore(store.path)
-    )
+    app = log_page_app(lambda: SqliteStore(store.path), ui_url="")
     # Port 0: the system picks a free port, read back from the listening socket (no race with others).
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on")

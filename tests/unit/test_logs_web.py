@@ -22,14 +22,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
 import shipline.web.logs as web_logs
-from shipline.apps import OnboardedApp
-from shipline.gitlab.events import Trigger
-from shipline.gitlab.triggers import StartedRun
 from shipline.logs.records import LogRecord, Tags
 from shipline.logs.sqlite import SqliteStore
 from shipline.logs.store import LogStore, LogStoreError, SearchRequest
-from shipline.web.app import create_app
 from shipline.web.logs import LogStoreSource, StoreThreads
+from tests.log_page import log_page_app
 from tests.log_store_contract import API, MESSAGES, NOW, WEB, records
 
 with warnings.catch_warnings():
@@ -40,21 +37,8 @@ with warnings.catch_warnings():
 DB = "20251125.db"
 
 
-async def no_secret() -> str | None:
-    return None
-
-
-async def no_apps(project: str) -> OnboardedApp | None:
-    return None
-
-
-class NoStarter:
-    async def start(self, trigger: Trigger, app: OnboardedApp, *, delivery_id: str | None) -> StartedRun:
-        raise AssertionError("the log page never starts a delivery")
-
-
 def web(logs: LogStoreSource | None) -> Starlette:
-    return create_app(secret=no_secret, apps=no_apps, starter=NoStarter(), ui_url="http://ui", logs=logs)
+    return log_page_app(logs)
 
 
 class Opened:
