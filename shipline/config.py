@@ -162,6 +162,16 @@ class Settings(BaseSettings):
     def postgres_dir(self) -> Path:
         return self.home / "postgres"
 
+    @cached_property
+    def workspaces_dir(self) -> Path:
+        """Checkouts and build outputs, one directory per delivery run (named by its flow run id)."""
+        return self.home / "workspaces"
+
+    @cached_property
+    def releases_dir(self) -> Path:
+        """Rendered compose files, one directory per release: ``{app}/{env}/{number}/``."""
+        return self.home / "releases"
+
     @property
     def postgres_url(self) -> str:
         """The log store's PostgreSQL: the configured URL, else the stack's own server."""

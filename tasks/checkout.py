@@ -20,7 +20,7 @@ def _gitlab_token() -> SecretStr | None:
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def checkout_source(source: str, ref: str | None) -> CheckoutResult:
     """Fetch one commit of the app's repository (shallow) into this run's workspace."""
-    workspace = load_settings().home / "workspaces" / str(flow_run.get_id() or "adhoc")
+    workspace = load_settings().workspaces_dir / str(flow_run.get_id() or "adhoc")
     token = _gitlab_token() if source.startswith(("http://", "https://")) else None
     result = checkout(source, ref=ref, workspace=workspace, token=token)
     get_run_logger().info("checked out %s at %s into %s", result.ref, result.sha, result.workspace)

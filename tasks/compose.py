@@ -15,7 +15,7 @@ from shipline.release.plan import ReleaseRequest
 def render_compose_file(request: ReleaseRequest, release_number: int, ports: list[int]) -> ComposeFile:
     """Render the release's docker-compose.yml under Shipline's home, and attach it as an artifact."""
     compose = compose_file_for(request, release_number, ports)
-    _, text = write_compose_file(load_settings().home, compose)
+    _, text = write_compose_file(load_settings().releases_dir, compose)
     create_markdown_artifact(
         key=f"compose-{request.app}-{request.env}",
         markdown=f"### docker-compose.yml of {request.app} in {request.env}, release {release_number}\n\n"

@@ -23,7 +23,7 @@ from shipline.retries import retry_if_transient
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
 def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> list[int]:
     """docker compose up the release's services beside the running ones; return their ports."""
-    path = compose_path(load_settings().home, compose)
+    path = compose_path(load_settings().releases_dir, compose)
     compose_up(
         path, project=compose.project, services=compose.service_names, docker_host=environment.docker_host
     )

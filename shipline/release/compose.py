@@ -75,14 +75,19 @@ def render_compose(compose: ComposeFile) -> str:
     return _environment.get_template("docker-compose.yml.j2").render(c=compose, s=compose.service)
 
 
-def compose_path(home: Path, compose: ComposeFile) -> Path:
-    """Where a release's compose file is kept on the environment's host: under Shipline's home."""
-    return home / "releases" / compose.app / compose.env / str(compose.release) / "docker-compose.yml"
+def release_dir(releases_dir: Path, app: str, env: str, number: int) -> Path:
+    """The directory of one release under ``releases_dir`` (``Settings.releases_dir``)."""
+    return releases_dir / app / env / str(number)
 
 
-def write_compose_file(home: Path, compose: ComposeFile) -> tuple[Path, str]:
+def compose_path(releases_dir: Path, compose: ComposeFile) -> Path:
+    """Where a release's compose file is kept on the environment's host, in its release directory."""
+    return release_dir(releases_dir, compose.app, compose.env, compose.release) / "docker-compose.yml"
+
+
+def write_compose_file(releases_dir: Path, compose: ComposeFile) -> tuple[Path, str]:
     """Render the compose file and write it in one step; return where, and its text."""
     text = render_compose(compose)
-    path = compose_path(home, compose)
+    path = compose_path(releases_dir, compose)
     write_atomically(path, text)
     return path, text

@@ -145,10 +145,9 @@ def test_a_request_refuses_what_the_spec_does_not_check(override: dict[str, str]
 
 def test_the_file_is_written_whole_under_the_release(tmp_path: Path) -> None:
     compose = compose_file_for(request(), 7, [22000])
-    path, text = write_compose_file(tmp_path, compose)
-    assert (
-        path == compose_path(tmp_path, compose) == tmp_path / "releases" / "shop" / "prod" / "7" / path.name
-    )
+    releases = tmp_path / "releases"
+    path, text = write_compose_file(releases, compose)
+    assert path == compose_path(releases, compose) == releases / "shop" / "prod" / "7" / path.name
     assert path.read_text() == text == render_compose(compose)
     assert [p.name for p in path.parent.iterdir()] == ["docker-compose.yml"]  # no temporary file left
 
