@@ -11,6 +11,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
     │   ├── PortInUseError         a port Shipline needs is held by another program
     │   └── ComponentStartError    a component did not start or did not answer in time
     ├── ServiceUnavailableError    a service the operation needs (etcd, registry, Prefect …) does not answer
+    ├── RegistryError          the registry refused a read or a delete of its API (status and body)
     ├── PortAllocationError    no free port for an instance in the environment's range
     ├── ReleaseError           a release record is missing or invalid
     ├── ApprovalError          an approval gate cannot be answered
@@ -74,6 +75,10 @@ class ComponentStartError(StackError):
 
 class ServiceUnavailableError(ShiplineError):
     """A service that the operation needs does not answer."""
+
+
+class RegistryError(ShiplineError):
+    """The registry answered a request of its API (catalog, tags, manifests) with an error."""
 
 
 class PortAllocationError(ShiplineError):

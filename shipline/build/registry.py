@@ -2,7 +2,8 @@
 
 ``Registry`` is where images go: its address (as it appears in image names), whether it speaks plain HTTP,
 and its credentials. The ``shipline-registry`` block holds it; tasks read the block at run time, so an
-operator who edits the block in the Prefect UI moves the next build's images.
+operator who edits the block in the Prefect UI moves the next build's images. ``RegistryAPI`` reads what the
+registry holds (catalog, tags, manifests, image configs) and deletes manifests by digest, for housekeeping.
 
 Names: ``{registry}/shipline/os/{name}:{version}``, ``{registry}/shipline/middleware/{name}:{version}``,
 ``{registry}/apps/{app}:{sha}``.
@@ -10,25 +11,35 @@ Names: ``{registry}/shipline/os/{name}:{version}``, ``{registry}/shipline/middle
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any
 
 import docker
 import httpx
 from docker.errors import APIError, DockerException
 from pydantic import BaseModel, SecretStr
 
-from shipline.errors import PushError
+from shipline.errors import PushError, RegistryError, ServiceUnavailableError
 from shipline.spec import LayerRef
 
 Log = Callable[[str], None]
+_INDEX_TYPES = (
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
 _MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
         "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.index.v1+json",
+        *_INDEX_TYPES,
     ]
 )
+_PAGE = 1000
+"""Entries asked for per page of the catalog and of a tag list (the registry may answer fewer)."""
 
 
 class Registry(BaseModel):
@@ -66,6 +77,21 @@ class Registry(BaseModel):
                 hint="fix username and password in the shipline-registry block",
             ) from exc
 
+    @property
+    def url(self) -> str:
+        """Base URL of its API."""
+        return f"{'http' if self.insecure else 'https'}://{self.address}"
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """Its credentials for HTTP basic authentication, unwrapped here at the call site (none: None)."""
+        if self.username is None:
+            return None
+        return (self.username, self.password.get_secret_value() if self.password else "")
+
+    def api(self, *, transport: httpx.BaseTransport | None = None) -> RegistryAPI:
+        """A client of its Distribution API; ``transport`` replaces the network (a fake registry in tests)."""
+        return RegistryAPI(self, transport=transport)
+
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """The digest of ``repository:tag`` in this registry, or None if it is not there.
 
@@ -73,15 +99,11 @@ class Registry(BaseModel):
             PushError: if the registry does not answer (transient).
         """
         name = repository.removeprefix(f"{self.address}/")
-        scheme = "http" if self.insecure else "https"
-        auth = None
-        if self.username is not None:
-            auth = (self.username, self.password.get_secret_value() if self.password else "")
         try:
             response = httpx.head(
-                f"{scheme}://{self.address}/v2/{name}/manifests/{tag}",
+                f"{self.url}/v2/{name}/manifests/{tag}",
                 headers={"Accept": _MANIFEST_TYPES},
-                auth=auth,
+                auth=self.basic_auth(),
                 timeout=10,
                 trust_env=False,
             )
@@ -94,6 +116,169 @@ class Registry(BaseModel):
                 f"registry {self.address} answered {response.status_code} for {name}:{tag}", transient=True
             )
         return response.headers.get("Docker-Content-Digest")
+
+
+class BlobRef(BaseModel):
+    """A blob a manifest references (the image config or a layer), and its size in bytes."""
+
+    digest: str
+    size: int
+
+
+class ImageManifest(BaseModel):
+    """One manifest of a repository, as the registry serves it."""
+
+    repository: str
+    """Its name in the registry (``apps/shop``), without the registry's address."""
+    digest: str
+    media_type: str
+    config: BlobRef | None = None
+    layers: list[BlobRef] = []
+    manifests: list[str] = []
+    """The digests an image index (a multi-platform list) points to; empty for an image."""
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in _INDEX_TYPES
+
+    @property
+    def blobs(self) -> list[BlobRef]:
+        """The image config and the layers: what the registry's blob collection frees once nothing else
+        references them."""
+        return [*([self.config] if self.config else []), *self.layers]
+
+
+class RegistryAPI:
+    """Reads what a registry holds and deletes manifests, through its Distribution API (v2).
+
+    Args:
+        registry: Where, and the credentials.
+        transport: Replaces the network, e.g. ``httpx.MockTransport`` with a fake registry.
+
+    Every call raises ``ServiceUnavailableError`` (transient) when the registry does not answer, and
+    ``RegistryError`` with the status and body of an answer it did not expect.
+    """
+
+    def __init__(self, registry: Registry, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.registry = registry
+        self._http = httpx.Client(
+            base_url=registry.url,
+            auth=registry.basic_auth(),
+            transport=transport,
+            timeout=10,
+            trust_env=False,
+            follow_redirects=True,  # blobs may be served from elsewhere (a storage backend's URL)
+        )
+
+    def __enter__(self) -> RegistryAPI:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(
+                f"registry {self.registry.address} does not answer: {exc}",
+                hint="shipline status shows the stack's registry; check the shipline-registry block",
+                transient=True,
+            ) from exc
+
+    def _refused(self, response: httpx.Response, what: str) -> RegistryError:
+        body = response.text.strip().replace("\n", " ")[:300]
+        return RegistryError(
+            f"registry {self.registry.address} answered {response.status_code} to {what}: {body}",
+            transient=response.status_code >= 500,
+        )
+
+    def _pages(self, url: str, key: str, what: str) -> list[str]:
+        found: list[str] = []
+        next_url: str | None = f"{url}?n={_PAGE}"
+        while next_url:
+            response = self._request("GET", next_url)
+            if response.status_code == 404:
+                return found
+            if response.status_code != 200:
+                raise self._refused(response, what)
+            found += response.json().get(key) or []  # a repository without tags lists null
+            next_url = response.links.get("next", {}).get("url")
+        return found
+
+    def repositories(self) -> list[str]:
+        """Every repository in the catalog (``apps/shop``, ``shipline/os/debian`` …), as the registry
+        orders them."""
+        return self._pages("/v2/_catalog", "repositories", "the catalog")
+
+    def tags(self, repository: str) -> list[str]:
+        """The tags of ``repository`` (none when it has no tag left or does not exist)."""
+        return self._pages(f"/v2/{repository}/tags/list", "tags", f"the tags of {repository}")
+
+    def manifest(self, repository: str, reference: str) -> ImageManifest | None:
+        """The manifest ``reference`` (a tag or a digest) points to, or None if there is none (any more)."""
+        response = self._request(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": _MANIFEST_TYPES}
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._refused(response, f"the manifest {repository}:{reference}")
+        document = response.json()
+        digest = response.headers.get("Docker-Content-Digest") or (
+            "sha256:" + hashlib.sha256(response.content).hexdigest()
+        )
+        media_type = document.get("mediaType") or response.headers.get("Content-Type", "")
+        config = document.get("config")
+        return ImageManifest(
+            repository=repository,
+            digest=digest,
+            media_type=media_type,
+            config=BlobRef(digest=config["digest"], size=config.get("size", 0)) if config else None,
+            layers=[BlobRef(digest=x["digest"], size=x.get("size", 0)) for x in document.get("layers", [])],
+            manifests=[x["digest"] for x in document.get("manifests", [])],
+        )
+
+    def image_created(self, manifest: ImageManifest) -> datetime | None:
+        """When the image was made, from its config (``created``), or None when it does not say.
+
+        An image is pushed right after it is made, so this orders a repository's images by push time
+        (the Distribution API keeps no push time of its own).
+        """
+        if manifest.config is None:
+            return None
+        response = self._request("GET", f"/v2/{manifest.repository}/blobs/{manifest.config.digest}")
+        if response.status_code != 200:
+            return None
+        try:
+            created = json.loads(response.content).get("created")
+            return datetime.fromisoformat(created) if isinstance(created, str) else None
+        except ValueError:
+            return None
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete the manifest ``digest`` of ``repository`` and the tags that point to it.
+
+        Returns:
+            True if it was deleted, False if it was not there (any more).
+
+        Raises:
+            RegistryError: if the registry refuses (deletes not enabled: ``storage.delete.enabled``).
+        """
+        response = self._request("DELETE", f"/v2/{repository}/manifests/{digest}")
+        if response.status_code in (200, 202):
+            return True
+        if response.status_code == 404:
+            return False
+        error = self._refused(response, f"deleting {repository}@{digest}")
+        if response.status_code == 405:
+            error.hint = "enable deletes in the registry's configuration (storage: delete: enabled: true)"
+        raise error
 
 
 class PushedImage(BaseModel):
