@@ -30,6 +30,7 @@ from shipline.errors import ConfigError, ReleaseError
 from shipline.etcd_client import connect
 from shipline.logs.store import Partition, day_of
 from shipline.release.history import Release, newest_releases
+from shipline.sizes import human_bytes
 from shipline.spec import ServiceSpec
 
 
@@ -189,16 +190,6 @@ def report(
             )
         )
     return rows
-
-
-def human_bytes(size: int) -> str:
-    """``1536`` → ``1.5 KiB``."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns
 
 
 def retention_of(releases: Sequence[Release]) -> dict[str, int]:

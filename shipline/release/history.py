@@ -78,6 +78,13 @@ async def list_releases(client: aetcd.Client, app: str, env: str) -> list[Releas
     return [Release.model_validate_json(kv.value) for kv in result]
 
 
+async def every_release(client: aetcd.Client, app: str | None = None) -> list[Release]:
+    """Every release of every app (or of ``app``) in every environment, by app, environment and number."""
+    prefix = f"{PREFIX}/{validate_name(app, what='app name')}/" if app is not None else f"{PREFIX}/"
+    result = await client.get_prefix(prefix.encode(), sort_order="ascend", sort_target="key")
+    return [Release.model_validate_json(kv.value) for kv in result]
+
+
 async def newest_releases(client: aetcd.Client) -> list[Release]:
     """The newest release of every app in every environment, by app and environment."""
     result = await client.get_prefix(f"{PREFIX}/".encode(), sort_order="ascend", sort_target="key")

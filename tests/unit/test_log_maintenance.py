@@ -11,13 +11,13 @@ from shipline.errors import ConfigError, ReleaseError
 from shipline.logs.maintenance import (
     Action,
     AppRetention,
-    human_bytes,
     plan_maintenance,
     report,
     retention_of,
 )
 from shipline.logs.store import Partition
 from shipline.release.history import Release
+from shipline.sizes import human_bytes
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 TODAY = NOW.date()
