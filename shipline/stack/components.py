@@ -216,6 +216,8 @@ class Registry(Component):
     binary: str = "docker-registry"
     package: str = "docker-registry"
     start_timeout: float = 20.0
+    read_only: bool = False
+    """Maintenance mode: pulls are served, pushes and deletes refused (while its blobs are collected)."""
 
     def __post_init__(self) -> None:
         self.port = self.settings.registry_port
@@ -228,13 +230,22 @@ class Registry(Component):
     def config_path(self) -> Path:
         return self.settings.home / "registry" / "config.yml"
 
+    @property
+    def storage_dir(self) -> Path:
+        return self.settings.home / "registry" / "data"
+
     def prepare(self) -> None:
-        storage = self.settings.home / "registry" / "data"
-        storage.mkdir(parents=True, exist_ok=True)
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        storage: dict[str, object] = {
+            "filesystem": {"rootdirectory": str(self.storage_dir)},
+            "delete": {"enabled": True},
+        }
+        if self.read_only:
+            storage["maintenance"] = {"readonly": {"enabled": True}}
         config = {
             "version": 0.1,
             "log": {"level": "info", "fields": {"service": "registry"}},
-            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+            "storage": storage,
             "http": {
                 "addr": self.settings.registry_address,
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
@@ -244,6 +255,15 @@ class Registry(Component):
 
     def command(self) -> list[str]:
         return [self.resolve_binary() or self.binary, "serve", str(self.config_path)]
+
+    def garbage_collect_command(self, *, dry_run: bool = False) -> list[str]:
+        """The registry's offline blob collection on its configuration (it must be read-only or stopped)."""
+        return [
+            self.resolve_binary() or self.binary,
+            "garbage-collect",
+            *(["--dry-run"] if dry_run else []),
+            str(self.config_path),
+        ]
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
         response = _http_ok(f"{self.url}/v2/")
