@@ -26,6 +26,7 @@ blob counted once.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -39,6 +40,8 @@ from shipline.release.history import Release, ReleaseStatus
 APPS = "apps/"
 """Prefix of the repositories housekeeping deletes from; every other repository is left alone."""
 _WENT_LIVE = {ReleaseStatus.LIVE, ReleaseStatus.SUPERSEDED}
+READERS = 8
+"""Repositories read at once."""
 
 Log = Callable[[str], None]
 
@@ -87,6 +90,20 @@ class ImagePlan(BaseModel):
     def deletions(self) -> int:
         return sum(d.delete for decisions in self.apps.values() for d in decisions)
 
+    def apps_with_deletions(self) -> dict[str, list[ImageDecision]]:
+        """The apps that have an image to delete, with all their decisions."""
+        return {app: ds for app, ds in self.apps.items() if any(d.delete for d in ds)}
+
+    def rows_of_untouched_apps(self) -> list[Item]:
+        """The rows of the apps whose every image stays."""
+        touched = self.apps_with_deletions()
+        return [
+            image_row(d.image, Action.KEPT, d.reason, d.bytes)
+            for app, decisions in self.apps.items()
+            if app not in touched
+            for d in decisions
+        ]
+
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "at an unknown time"
@@ -119,7 +136,8 @@ def select_app_images(
     newest_released = sorted(latest, key=lambda digest: latest[digest].created, reverse=True)[:keep]
     dated = sorted((i for i in images if i.created), key=lambda i: (i.created, i.digest), reverse=True)
     newest_pushed = {i.digest for i in dated[:keep]}
-    ever_released = {r.digest: r for r in releases if r.status is not ReleaseStatus.RETIRED}
+    by_time = sorted((r for r in releases if r.status is not ReleaseStatus.RETIRED), key=lambda r: r.created)
+    ever_released = {r.digest: r for r in by_time}  # the newest release of each digest
 
     decisions = []
     for image in images:
@@ -140,8 +158,8 @@ def select_app_images(
         if keeping:
             decisions.append(ImageDecision(image=image, delete=False, reason="; ".join(keeping)))
             continue
-        if digest in ever_released:
-            why = f"last released as {_release_names([ever_released[digest]])}, not one of the {keep} newest"
+        if (last := ever_released.get(digest)) is not None:
+            why = f"last released as {_release_names([last])} ({last.status}), not one of the {keep} newest"
         else:
             why = "never released"
         reason = f"{why}; pushed {_when(image.created)}, not one of the {keep} newest pushed"
@@ -185,26 +203,42 @@ def _images(api: RegistryAPI, repository: str) -> list[tuple[ImageManifest, list
     return list(by_digest.values())
 
 
+def _app_images(api: RegistryAPI, repository: str, app: str | None) -> list[AppImage]:
+    """The images of one repository (for another repository than an app's, without their times)."""
+    return [
+        AppImage(
+            app=app or "",
+            manifest=manifest,
+            tags=sorted(tags),
+            created=api.image_created(manifest) if app is not None else None,
+        )
+        for manifest, tags in _images(api, repository)
+    ]
+
+
 def read_registry(api: RegistryAPI, *, apps: Collection[str] | None = None) -> RegistryContents:
     """Read every app's images (or only those of ``apps``) and the blobs other repositories reference.
+
+    Repositories are read a few at a time (each is a tag list, a manifest per tag and a config per image).
 
     Raises:
         ServiceUnavailableError, RegistryError: the registry does not answer, or refuses a read.
     """
-    found: dict[str, list[AppImage]] = {}
-    other_blobs: set[str] = set()
+    chosen = {}
     for repository in api.repositories():
         app = _app_of(repository)
-        if app is None:
-            for manifest, _ in _images(api, repository):
-                other_blobs |= {blob.digest for blob in manifest.blobs}
-            continue
-        if apps is not None and app not in apps:
-            continue
-        found[app] = [
-            AppImage(app=app, manifest=manifest, tags=sorted(tags), created=api.image_created(manifest))
-            for manifest, tags in _images(api, repository)
-        ]
+        if app is None or apps is None or app in apps:
+            chosen[repository] = app
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        read = dict(zip(chosen, pool.map(lambda r: _app_images(api, r, chosen[r]), chosen), strict=True))
+    found = {app: read[repository] for repository, app in chosen.items() if app is not None}
+    other_blobs = {
+        blob.digest
+        for repository, app in chosen.items()
+        if app is None
+        for image in read[repository]
+        for blob in image.manifest.blobs
+    }
     return RegistryContents(apps=found, other_blobs=other_blobs)
 
 
@@ -216,6 +250,12 @@ def plan_images(contents: RegistryContents, releases: Sequence[Release], *, keep
     }
     count_bytes(plan, contents.other_blobs)
     return ImagePlan(keep=keep, apps=plan)
+
+
+def image_row(image: AppImage, action: Action, reason: str, size: int) -> Item:
+    """The table's row of an image: its tags lead the reason."""
+    tags = f"tags {', '.join(image.tags)}" if image.tags else "no tag"
+    return Item(kind=Kind.IMAGE, name=image.name, action=action, reason=f"{tags}: {reason}", bytes=size)
 
 
 def delete_images(

@@ -47,6 +47,11 @@ def freed_bytes(items: Sequence[Item]) -> int:
     return sum(item.bytes for item in items if item.action is Action.REMOVED)
 
 
+def removed_images(items: Sequence[Item]) -> int:
+    """How many images were deleted from the registry."""
+    return sum(item.kind is Kind.IMAGE and item.action is Action.REMOVED for item in items)
+
+
 def failures(items: Sequence[Item]) -> list[Item]:
     return [item for item in items if item.action is Action.FAILED]
 

@@ -27,6 +27,7 @@ from shipline.release.deploy import RunningInstance, remove_releases
 from shipline.release.history import (
     Release,
     ReleaseStatus,
+    every_release,
     last_good,
     list_releases,
     record_release,
@@ -41,6 +42,20 @@ def release_history(app: str, env: str, *, etcd_url: str) -> list[Release]:
     async def read() -> list[Release]:
         async with connect(etcd_url) as client:
             return await list_releases(client, app, env)
+
+    return asyncio.run(read())
+
+
+def all_releases(*, etcd_url: str, app: str | None = None) -> list[Release]:
+    """Every release of every app (or of ``app``) in every environment, read at once.
+
+    Raises:
+        ServiceUnavailableError: if etcd does not answer.
+    """
+
+    async def read() -> list[Release]:
+        async with connect(etcd_url) as client:
+            return await every_release(client, app)
 
     return asyncio.run(read())
 

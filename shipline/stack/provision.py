@@ -224,7 +224,7 @@ def _apply_work_pools(pools: list[WorkPoolSpec], report: Report) -> None:
 def _apply_blocks(settings: Settings, report: Report) -> None:
     from prefect.exceptions import ObjectNotFound
 
-    from blocks import BLOCK_TYPES, ShiplineEnvironment, ShiplineLogs, ShiplineRegistry
+    from blocks import BLOCK_TYPES, ShiplineEnvironment, ShiplineHousekeeping, ShiplineLogs, ShiplineRegistry
 
     for block_type in BLOCK_TYPES:
         block_type.register_type_and_schema()
@@ -233,6 +233,7 @@ def _apply_blocks(settings: Settings, report: Report) -> None:
     ]
     wanted.append(("default", ShiplineRegistry(address=settings.registry_address)))
     wanted.append(("default", ShiplineLogs()))
+    wanted.append(("default", ShiplineHousekeeping()))
     for name, document in wanted:
         try:
             type(document).load(name)

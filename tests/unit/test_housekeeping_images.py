@@ -76,7 +76,7 @@ def test_live_recently_released_and_recently_pushed_images_stay_the_rest_go() ->
     assert reasons[d[2]] == "pre release 2 is one of the 2 newest that went live"
     assert reasons[d[3]].startswith("live in pre release 3; pre release 3 is one of the 2 newest")
     assert reasons[d[7]] == "one of the 2 newest pushed (2026-10-01 07:00 UTC)"
-    assert reasons[d[1]].startswith("last released as pre release 1, not one of the 2 newest;")
+    assert reasons[d[1]].startswith("last released as pre release 1 (superseded), not one of the 2 newest;")
     assert reasons[d[4]].startswith("never released; pushed 2026-10-01 04:00 UTC")
 
 

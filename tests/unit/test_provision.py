@@ -59,3 +59,15 @@ def test_log_maintenance_is_deployed_nightly_on_the_ci_pool() -> None:
     assert (provision.flow_name(spec), spec.name, spec.work_pool.name) == ("log-maintenance", "nightly", "ci")
     assert [(s.cron, s.timezone, s.active) for s in spec.schedules] == [("0 3 * * *", "UTC", True)]
     assert spec.description
+
+
+def test_housekeeping_is_deployed_nightly_on_the_ci_pool_one_run_at_a_time() -> None:
+    (spec,) = [s for s in provision.load_deployments() if s.entrypoint.startswith("flows/housekeeping.py")]
+    assert (provision.flow_name(spec), spec.name, spec.work_pool.name) == (
+        "housekeeping",
+        "housekeeping-nightly",
+        "ci",
+    )
+    assert spec.concurrency_limit == 1
+    assert [(s.cron, s.timezone, s.active) for s in spec.schedules] == [("30 3 * * *", "UTC", True)]
+    assert spec.description and "housekeeping block" in spec.description
