@@ -421,6 +421,85 @@ def units(
     )
 
 
+@app.command()
+@reports_errors
+def housekeeping(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Remove nothing; print what would be removed.")
+    ] = False,
+    app_name: Annotated[
+        list[str] | None,
+        typer.Option("--app", help="Only these apps' images (files are swept all the same)."),
+    ] = None,
+    show_kept: Annotated[bool, typer.Option("--kept", help="List what is kept too, and why.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove old workspaces, release directories and unneeded app images here, as the nightly run does.
+
+    The shipline-housekeeping/default block says what is kept (--dry-run overrides its dry_run); the space
+    of deleted images is reclaimed when the registry is this host's stack registry. Exit 1 if anything
+    failed.
+    """
+    from blocks.housekeeping import ShiplineHousekeeping
+    from blocks.registry import ShiplineRegistry
+    from shipline.housekeeping.report import Action, failures, summary
+    from shipline.housekeeping.sweep import housekeep
+
+    current = settings()
+    policy = ShiplineHousekeeping.current().policy()
+    if dry_run:
+        policy = policy.model_copy(update={"dry_run": True})
+    registry = ShiplineRegistry.current().registry()
+    items = housekeep(current, policy, registry, apps=app_name, log=_progress(as_json))
+    if as_json:
+        document = {"policy": policy.model_dump(), "items": [item.model_dump(mode="json") for item in items]}
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        for item in items:
+            if item.action is not Action.KEPT or show_kept:
+                action, kind = item.action.value, item.kind.value
+                typer.echo(f"{action:<26} {kind:<11} {item.size:>10}  {item.name}  ({item.reason})")
+        typer.echo(summary(items, dry_run=policy.dry_run))
+    if failures(items):
+        raise typer.Exit(1)
+
+
+registry_commands = typer.Typer(help="The stack's registry: reclaiming the space of deleted images.")
+app.add_typer(registry_commands, name="registry")
+
+
+@registry_commands.command("gc")
+@reports_errors
+def registry_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be freed.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Free the blobs no image references (garbage-collect), the registry read-only meanwhile.
+
+    Only the registry this host's `shipline up` started; pushes are refused (and retried by deliveries)
+    while it runs, pulls are served.
+    """
+    from shipline.sizes import human_bytes
+    from shipline.stack.registry_maintenance import collect_blob_space
+
+    done = collect_blob_space(
+        settings(), dry_run=dry_run, report=lambda line: None if as_json else typer.echo(line)
+    )
+    if as_json:
+        typer.echo(json.dumps({**done.model_dump(), "freed": done.freed}, indent=2))
+        return
+    verb = "would go" if dry_run else "deleted"
+    typer.echo(
+        f"registry {done.registry}: {done.blobs_deleted} unreferenced blob(s) {verb}, "
+        f"{human_bytes(done.freed)} freed; pushes waited {done.read_only_seconds:.1f}s."
+    )
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    """Where progress lines go: stdout, or stderr when stdout carries JSON."""
+    return lambda line: typer.echo(line, err=as_json)
+
+
 apps = typer.Typer(help="Onboarded apps: which repository, GitLab project and branch each is delivered from.")
 app.add_typer(apps, name="apps")
 
