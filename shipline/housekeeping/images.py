@@ -148,9 +148,9 @@ def select_app_images(
         if mine := [r for r in deploying if r.digest == digest]:
             keeping.append(f"being deployed: {_release_names(mine)}")
         if digest in newest_released:
-            keeping.append(f"{_release_names([latest[digest]])} is one of the {keep} newest that went live")
+            keeping.append(f"{_release_names([latest[digest]])} is among the {keep} newest that went live")
         if digest in newest_pushed:
-            keeping.append(f"one of the {keep} newest pushed ({_when(image.created)})")
+            keeping.append(f"among the {keep} newest pushed ({_when(image.created)})")
         if image.manifest.is_index:
             keeping.append("an image index: not collected")
         if image.created is None and not image.manifest.is_index:
@@ -159,10 +159,13 @@ def select_app_images(
             decisions.append(ImageDecision(image=image, delete=False, reason="; ".join(keeping)))
             continue
         if (last := ever_released.get(digest)) is not None:
-            why = f"last released as {_release_names([last])} ({last.status}), not one of the {keep} newest"
+            why = (
+                f"last released as {_release_names([last])} ({last.status}), "
+                f"not among the {keep} newest that went live"
+            )
         else:
             why = "never released"
-        reason = f"{why}; pushed {_when(image.created)}, not one of the {keep} newest pushed"
+        reason = f"{why}; pushed {_when(image.created)}, not among the {keep} newest pushed"
         decisions.append(ImageDecision(image=image, delete=True, reason=reason))
     return decisions
 

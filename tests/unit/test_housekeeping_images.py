@@ -73,10 +73,12 @@ def test_live_recently_released_and_recently_pushed_images_stay_the_rest_go() ->
     assert deleted(decisions) == {d[1], d[4], d[5]}
     reasons = {x.image.digest: x.reason for x in decisions}
     assert reasons[d[0]] == "live in prod release 1"
-    assert reasons[d[2]] == "pre release 2 is one of the 2 newest that went live"
-    assert reasons[d[3]].startswith("live in pre release 3; pre release 3 is one of the 2 newest")
-    assert reasons[d[7]] == "one of the 2 newest pushed (2026-10-01 07:00 UTC)"
-    assert reasons[d[1]].startswith("last released as pre release 1 (superseded), not one of the 2 newest;")
+    assert reasons[d[2]] == "pre release 2 is among the 2 newest that went live"
+    assert reasons[d[3]].startswith("live in pre release 3; pre release 3 is among the 2 newest")
+    assert reasons[d[7]] == "among the 2 newest pushed (2026-10-01 07:00 UTC)"
+    assert reasons[d[1]].startswith(
+        "last released as pre release 1 (superseded), not among the 2 newest that went live;"
+    )
     assert reasons[d[4]].startswith("never released; pushed 2026-10-01 04:00 UTC")
 
 
