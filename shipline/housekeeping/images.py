@@ -185,7 +185,7 @@ def count_bytes(plan: dict[str, list[ImageDecision]], other_blobs: Collection[st
             if not decision.delete:
                 decision.bytes = sum(blob.size for blob in blobs)
                 continue
-            freed = {blob.digest: blob.size for blob in blobs if blob.digest not in kept | counted}
+            freed = {b.digest: b.size for b in blobs if b.digest not in kept and b.digest not in counted}
             counted |= set(freed)
             decision.bytes = sum(freed.values())
 
