@@ -23,7 +23,13 @@ class BaseLayers(BaseModel):
     middleware: PushedImage
 
 
-@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=retry_if_transient, **STAGE_HOOKS)
+@task(
+    task_run_name="base-layers: {image.middleware.name}-{image.middleware.version}",
+    retries=2,
+    retry_delay_seconds=[5, 20],
+    retry_condition_fn=retry_if_transient,
+    **STAGE_HOOKS,
+)
 def prepare_base_layers(image: ImageSpec, rebuild: bool = False) -> BaseLayers:
     """Reuse the OS and middleware images from the registry, or build and push the missing ones."""
     settings, logger, block = load_settings(), get_run_logger(), ShiplineRegistry.current()
@@ -43,7 +49,12 @@ def prepare_base_layers(image: ImageSpec, rebuild: bool = False) -> BaseLayers:
     return BaseLayers(os=os_image, middleware=middleware)
 
 
-@task(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_if_transient)
+@task(
+    task_run_name="rebase: {app_image_by_digest}",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+)
 def rebase_app(app_image_by_digest: str, middleware: PushedImage) -> PushedImage:
     """Move an app image (by digest) onto new middleware without recompiling; tag it {sha}-{middleware}."""
     directory = load_settings().home / "images" / f"rebase-{flow_run.get_id() or 'adhoc'}"

@@ -20,7 +20,7 @@ from shipline.retries import retry_if_transient
 from shipline.spec import AppSpec
 
 
-@task(**STAGE_HOOKS)
+@task(task_run_name="image: {spec.app}", **STAGE_HOOKS)
 def build_app_layer(
     spec: AppSpec,
     artifact: Path,
@@ -57,7 +57,13 @@ def build_app_layer(
     )
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_if_transient, **STAGE_HOOKS)
+@task(
+    task_run_name="push: {spec.app}",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=retry_if_transient,
+    **STAGE_HOOKS,
+)
 def push_app_image(spec: AppSpec, built: BuiltImage) -> PushedImage:
     """Push the app image blob by blob (what the registry has is not sent again); then drop the local copy."""
     registry = ShiplineRegistry.current().registry()

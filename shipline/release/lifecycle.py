@@ -5,7 +5,7 @@
 - A release still ``deploying`` when the next deploy holds the app's deploy lock was abandoned by a deploy
   that died (a killed worker): its instances are removed and it is recorded as failed.
 - A rollback replays the request of an earlier good release (same digest) as a new release.
-- A release is run as the environment's ``release/{env}`` deployment; its flow run must complete.
+- A release is run as the environment's ``release/release-to-{env}`` deployment; its flow run must complete.
 
 The records live in etcd (``shipline.release.history``); these functions open one connection per call.
 """
@@ -180,14 +180,19 @@ def remove_deploy_limit(app: str, env: str) -> bool:
     return True
 
 
+def release_deployment(env: str) -> str:
+    """The release flow's deployment for ``env`` (flow/deployment), on the environment's pool."""
+    return f"release/release-to-{env}"
+
+
 def run_release(request: ReleaseRequest, *, timeout: float, idempotency_key: str | None = None) -> Release:
-    """Run ``release/{env}`` for the request and wait for it; return the release it made live.
+    """Run ``release/release-to-{env}`` for the request and wait for it; return the release it made live.
 
     Raises:
         DeployError: unless that flow run completed, naming its final state and message.
     """
     flow_run = run_deployment_and_wait(
-        f"release/{request.env}",
+        release_deployment(request.env),
         parameters={"request": request.model_dump(mode="json")},
         timeout=timeout,
         idempotency_key=idempotency_key,

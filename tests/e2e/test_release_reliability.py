@@ -22,6 +22,7 @@ from shipline.docker import docker_client
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
+from shipline.release.lifecycle import release_deployment
 from shipline.release.plan import ReleaseRequest
 from shipline.spec import EnvironmentSettings
 from shipline.stack.lifecycle import up
@@ -141,7 +142,7 @@ def test_release_waits_for_approval(
         target=lambda: result.__setitem__(
             "run",
             run_deployment_and_wait(
-                "release/pre", parameters={"request": req.model_dump(mode="json")}, timeout=300
+                release_deployment("pre"), parameters={"request": req.model_dump(mode="json")}, timeout=300
             ),
         )
     )
@@ -192,7 +193,9 @@ def test_worker_killed_mid_deploy_leaves_the_live_release_serving(settings: Sett
     stuck = request(settings, app, "v2", expect="v2", command=["sleep", "600"], health_timeout_seconds=600)
     started = cast(
         FlowRun,
-        run_deployment("release/pre", parameters={"request": stuck.model_dump(mode="json")}, timeout=0),
+        run_deployment(
+            release_deployment("pre"), parameters={"request": stuck.model_dump(mode="json")}, timeout=0
+        ),
     )
     client = docker_client(settings.docker_url)
     assert eventually(

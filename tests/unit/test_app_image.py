@@ -8,6 +8,7 @@ import os
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,7 +116,7 @@ def test_special_files_are_left_out_and_said(tmp_path: Path) -> None:
 
 
 def test_config_inherits_the_base_and_replaces_what_the_app_sets() -> None:
-    base = {
+    base: dict[str, Any] = {
         "architecture": "amd64",
         "os": "linux",
         "created": "2020-01-01T00:00:00Z",
