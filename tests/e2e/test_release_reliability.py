@@ -92,7 +92,9 @@ def _paused_run(app: str) -> FlowRun:
 
         def paused() -> FlowRun | None:
             for run in client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["pre"])),
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=[release_deployment("pre").split("/")[1]])
+                ),
                 flow_run_filter=FlowRunFilter(),
                 limit=20,
                 sort="START_TIME_DESC",  # type: ignore[arg-type]
