@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 
-from shipline.discovery.instances import retired_key
+from shipline.discovery.instances import clear_release, retired_key, withdraw_clearances
 from shipline.docker import docker_client
 from shipline.errors import DeployError, ReleaseError
 from shipline.etcd_client import connect
@@ -107,9 +107,32 @@ def fail_abandoned_releases(
             )
             for release in releases:
                 await set_status(client, release, ReleaseStatus.FAILED)
+            await withdraw_clearances(client, app, env, only={r.number for r in releases})
             return releases, doomed
 
     return asyncio.run(fail_abandoned())
+
+
+def clear_for_traffic(release: Release, *, etcd_url: str) -> None:
+    """Let the release's instances take traffic: registrators put them in etcd, and so behind nginx."""
+
+    async def clear() -> None:
+        async with connect(etcd_url) as client:
+            await clear_release(client, release.app, release.env, release.number, release.digest)
+
+    asyncio.run(clear())
+
+
+def withdraw_traffic(
+    app: str, env: str, *, etcd_url: str, only: set[int] | None = None, keep: int | None = None
+) -> int:
+    """Withdraw release clearances (``only`` those releases; never ``keep``); return how many went."""
+
+    async def withdraw() -> int:
+        async with connect(etcd_url) as client:
+            return await withdraw_clearances(client, app, env, only=only, keep=keep)
+
+    return asyncio.run(withdraw())
 
 
 def rollback_target(history: list[Release], *, to: int | None) -> Release:
