@@ -28,7 +28,12 @@ def main() -> int:
             continue
         print(f"== {name}")
         for key, value in module.run(settings).items():
-            print(f"  {key:<32} {value:,.3f}" if isinstance(value, float) else f"  {key:<32} {value:,}")
+            if isinstance(value, float):
+                print(f"  {key:<32} {value:,.3f}")
+            elif isinstance(value, int):
+                print(f"  {key:<32} {value:,}")
+            else:
+                print(f"  {key:<32} {value}")
     return 0
 
 

@@ -1,22 +1,26 @@
-"""Layered build: cold (OS + middleware + app) against warm (one-line change: app layer only)."""
+"""Layered build: cold (OS + middleware + app) against warm (one-line change: app layer only), and the
+same commit built twice from two checkouts (new file times): both digests are printed."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from shipline.build.images import build_app_image, ensure_middleware_image, ensure_os_image
-from shipline.build.registry import PushedImage, Registry, push_image
+from shipline.build import app_image
+from shipline.build.images import ensure_middleware_image, ensure_os_image
+from shipline.build.registry import PushedImage, Registry
 from shipline.config import PROJECT_ROOT, Settings
 from shipline.docker import docker_client, run_in_image
 from shipline.spec import LayerRef, load_spec
 
 SAMPLE = PROJECT_ROOT / "examples" / "hello-python"
+COMMITTED = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
 
 def _blob_bytes(settings: Settings) -> dict[str, int]:
@@ -43,7 +47,7 @@ def _new_layer_bytes(before: dict[str, int], settings: Settings, manifest: dict[
     return sum(int(layer["size"]) for layer in manifest["layers"] if layer["digest"].split(":")[1] in new)
 
 
-def run(settings: Settings) -> dict[str, float]:
+def run(settings: Settings) -> dict[str, float | str]:
     """Build the sample cold, then warm after a one-line change; return the figures."""
     client = docker_client(settings.docker_url)
     spec = load_spec(SAMPLE)
@@ -60,28 +64,39 @@ def run(settings: Settings) -> dict[str, float]:
         workspace = Path(scratch) / "app"
         shutil.copytree(SAMPLE, workspace, ignore=shutil.ignore_patterns("__pycache__", "reports"))
 
-        def compile_and_build(sha: str, middleware_image: PushedImage) -> PushedImage:
+        def compile_and_build(sha: str, middleware_image: PushedImage, tree: Path = workspace) -> PushedImage:
             done = run_in_image(
                 client,
                 image=middleware_image.by_digest,
                 command=spec.build.command,
-                workspace=workspace,
+                workspace=tree,
                 mounts=[],
                 log=quiet,
             )
             assert done.code == 0, done.tail_text()
-            build_app_image(
-                client,
-                registry=registry,
-                app=f"bench-{tag}",
-                sha=sha,
-                source="bench",
-                artifact=workspace / spec.build.artifact,
-                image=spec.image,
+            built = app_image.build(
+                registry,
+                repository=repository,
+                tag=sha,
+                artifact=tree / spec.build.artifact,
+                workspace=tree,
+                copy_to=spec.image.copy_artifact_to,
+                workdir=spec.image.workdir,
+                command=spec.image.command,
+                labels=app_image.app_labels(
+                    app=f"bench-{tag}",
+                    sha=sha,
+                    source="bench",
+                    committed=COMMITTED,
+                    middleware=middleware_image,
+                    copy_to=spec.image.copy_artifact_to,
+                ),
+                created=COMMITTED,
                 middleware=middleware_image,
+                directory=Path(scratch) / "image" / sha,
                 log=quiet,
             )
-            return push_image(client, repository, sha, quiet)
+            return app_image.push(registry, built, quiet)
 
         before = _blob_bytes(settings)
         started = time.monotonic()
@@ -107,12 +122,18 @@ def run(settings: Settings) -> dict[str, float]:
         middleware = ensure_middleware_image(
             client, registry=registry, layer=middleware_layer, os_image=os_image, log=quiet
         )
-        compile_and_build("2" * 40, middleware)
+        first = compile_and_build("2" * 40, middleware)
         warm_seconds = time.monotonic() - started
         warm_bytes = _uploaded(before, settings)
         manifest = _manifest(settings, repository, "2" * 40)
         warm_layer_bytes = _new_layer_bytes(before, settings, manifest)
         app_layer = int(manifest["layers"][-1]["size"])
+
+        # The same commit again, from another checkout: a copy made later has other file times.
+        time.sleep(1.1)
+        second_tree = Path(scratch) / "second-checkout"
+        shutil.copytree(workspace, second_tree, copy_function=shutil.copy)
+        second = compile_and_build("2" * 40, middleware, second_tree)
     return {
         "cold_build_push_seconds": cold_seconds,
         "cold_uploaded_bytes": cold_bytes,
@@ -123,4 +144,7 @@ def run(settings: Settings) -> dict[str, float]:
         "layer_bytes_over_app_layer": warm_layer_bytes / app_layer,
         "all_bytes_over_app_layer": warm_bytes / app_layer,
         "warm_over_cold_time": warm_seconds / cold_seconds,
+        "same_commit_first_digest": first.digest,
+        "same_commit_second_digest": second.digest,
+        "same_commit_same_digest": "yes" if first.digest == second.digest else "NO",
     }

@@ -12,6 +12,7 @@ from shipline.config import Settings
 from shipline.etcd_client import connect
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.history import ReleaseStatus, list_releases
+from shipline.release.lifecycle import release_deployment
 
 APP, ENV, RATE = "hello-python", "prod", 60  # requests per second, above the goal's 50
 
@@ -56,7 +57,7 @@ def run(settings: Settings) -> dict[str, float]:
     loader.start()
     time.sleep(2)  # steady load before the update
     started = time.monotonic()
-    flow_run = run_deployment_and_wait(f"release/{ENV}", parameters={"request": request}, timeout=600)
+    flow_run = run_deployment_and_wait(release_deployment(ENV), parameters={"request": request}, timeout=600)
     seconds = time.monotonic() - started
     time.sleep(2)  # and after it
     stop.set()

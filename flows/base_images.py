@@ -14,7 +14,7 @@ def base_images(image: ImageSpec, app_images: list[str] | None = None) -> dict[s
     """Rebuild the OS layer (e.g. `debian` `bookworm-2026.11` for today's updates) and its middleware.
 
     Then each app image given by digest is rebuilt on the new middleware from its own artifact layer — no
-    checkout, no compile — and pushed as `{sha}-{middleware version}`, ready for `release/pre`.
+    checkout, no compile — and pushed as `{sha}-{middleware version}`, ready for `release-to-pre`.
     """
     layers = prepare_base_layers(image, rebuild=True)
     rebased: dict[str, PushedImage | BaseLayers] = {"layers": layers}

@@ -34,8 +34,10 @@ def delivery(source: str, ref: str | None = None, environments: list[str] | None
         artifact = compile_app(spec, code.workspace, layers.middleware, code.sha)
         run_unit_tests(spec, code.workspace, layers.middleware, code.sha)
         scan_source(spec, code.workspace)
-        build_app_layer(spec, artifact, layers.middleware, code.sha, source)
-        image = push_app_image(spec, code.sha)
+        built = build_app_layer(
+            spec, artifact, code.workspace, layers.middleware, code.sha, code.committed, source
+        )
+        image = push_app_image(spec, built)
         released = {}
         for env in envs:
             request = request_from_spec(

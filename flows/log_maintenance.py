@@ -23,7 +23,7 @@ def log_maintenance() -> list[PartitionReport]:
     """Drop the day partitions of collected logs past retention, delete older lines of the apps that keep
     fewer days, and compact every closed day.
 
-    Nightly (deployment `log-maintenance/nightly`). The days kept and whether to compact are the
+    Nightly (deployment `log-maintenance-nightly`). The days kept and whether to compact are the
     `shipline-logs/default` block, read at each run; an app keeps fewer days with `log_retention_days` in
     its shipline.yaml (read from its newest releases). Today's partition is never dropped nor compacted, and
     the logs agent keeps writing meanwhile. The `log-maintenance` table lists every partition and what was

@@ -21,6 +21,7 @@ from tasks.deploy import (
 from tasks.notify import send_release_notice
 from tasks.ports import allocate_instance_ports, free_instance_ports
 from tasks.releases import close_release, ensure_deploy_limit, fail_abandoned_releases, open_release
+from tasks.traffic import clear_for_traffic, withdraw_traffic
 
 DEPLOY_LOCK_LEASE_SECONDS = 60
 """The deploy lock's lease, renewed while the deploy runs: a deploy killed with its worker frees the lock
@@ -36,11 +37,13 @@ def release(request: ReleaseRequest) -> Release:
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
        release left `deploying` by a deploy that died (a killed worker) is failed and its instances removed;
     3. ports reserved, docker-compose.yml rendered (artifact), new instances started beside the old ones;
-    4. health and auto-tests against the new instances (artifact); the registrator puts each healthy one in
-       etcd, and so behind nginx, and the flow waits for that;
-    5. old instances retired (each leaves etcd, and so nginx, before it stops), release live, notified.
-    A failure in 3-4 removes the new instances and records the release as rolled back: whatever was live
-    before keeps serving, untouched.
+    4. health, then the auto-tests against every new instance directly (artifact) — no new instance takes
+       traffic yet; only when all pass is the release cleared for traffic (``/shipline/cleared/...``), and
+       the registrator puts its instances in etcd, and so behind nginx; the flow waits for that;
+    5. old instances retired (each leaves etcd, and so nginx, before it stops), the clearances of other
+       releases withdrawn, release live, notified.
+    A failure in 3-4 withdraws the clearance, removes the new instances and records the release as rolled
+    back: whatever was live before keeps serving, untouched, and no user request met the new release.
 
     Retried from the UI, the run is a new attempt: every task here has a side effect or reads the world
     as it is now, so none is served from a cache (``cache_policy=NO_CACHE``) — a new release record, new
@@ -61,10 +64,12 @@ def release(request: ReleaseRequest) -> Release:
             start_instances(compose, environment)
             wait_for_health(compose, environment)
             run_release_tests(
-                request.app, request.env, environment.instance_url(ports[0]), request.auto_tests
+                request.app, request.env, [environment.instance_url(p) for p in ports], request.auto_tests
             )
+            clear_for_traffic(opened)
             wait_for_registration(compose, environment)
         except Exception as failure:
+            withdraw_traffic(request.app, request.env, only={opened.number})
             remove_release_instances(request.app, request.env, opened.number, environment)
             free_instance_ports(request.app, request.env, ports, environment)
             close_release(opened, ReleaseStatus.ROLLED_BACK)
@@ -79,6 +84,7 @@ def release(request: ReleaseRequest) -> Release:
             environment=environment,
             grace_seconds=request.service.stop_grace_seconds,
         )
+        withdraw_traffic(request.app, request.env, keep=opened.number)
         free_instance_ports(request.app, request.env, ports, environment)
         live = close_release(opened, ReleaseStatus.LIVE)
     send_release_notice(request.notice("success", live.number), request.notification_blocks)

@@ -11,8 +11,9 @@ from tasks.worker_identity import WorkerIdentity, describe_worker
 def stack_check() -> WorkerIdentity:
     """Report which work pool's worker executed this run.
 
-    Deployed once per environment (stack-check/ci, stack-check/pre, stack-check/prod). Run one from the
-    UI to check that the environment's worker is alive: the run's result names the pool that ran it.
+    Not deployed by ``shipline up`` (operators see only deployments that do work); the component tests
+    deploy it once per pool for themselves. Deployed on a pool, a run of it shows that the pool's worker is
+    alive: the run's result names the pool and worker that ran it.
     """
     identity = describe_worker()
     get_run_logger().info(

@@ -276,7 +276,7 @@ def run(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Deliver a repository through the pipeline (delivery/ci); exit 0 only if every stage succeeded."""
+    """Deliver a repository through the pipeline (delivery/delivery); exit 0 only if every stage succeeded."""
     from shipline.build.sources import resolve_source
     from shipline.delivery import follow_delivery
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import TaskRun
 from pydantic import BaseModel
 
 from shipline.flow_runs import run_deployment_and_wait
+from shipline.gitlab.statuses import RELEASE_TASK
 
-DELIVERY_DEPLOYMENT = "delivery/ci"
+DELIVERY_DEPLOYMENT = "delivery/delivery"
+"""The delivery flow's deployment (flow/deployment), on the ci pool."""
 STAGES_SETTLE_SECONDS = 5.0
 FINAL_STAGE_STATES = {"Completed", "Cached", "Failed", "Crashed", "Cancelled", "NotReady", "TimedOut"}
 
@@ -44,20 +46,25 @@ class RunReport(BaseModel):
     summary: DeliverySummary | None = None
 
 
-_AUTO_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
 _CHILD_FLOW_PLACEHOLDER = "prefect.deployments."
 
 
-def _stage(task_run_name: str) -> str:
-    # Prefect names task runs "{task name}-{3 hex digits}" unless the task names them itself.
-    return _AUTO_SUFFIX.sub("", task_run_name)
+def stage_name(task_run: TaskRun) -> str:
+    """The stage a task run is: its task's function name (``compile_app``), or ``release-to-{env}``.
+
+    Task runs are named for people (``build: hello-python``); the task key (``{function}-{code hash}``)
+    names the stage for programs.
+    """
+    if task_run.name.startswith(RELEASE_TASK):
+        return task_run.name
+    return task_run.task_key.rsplit("-", 1)[0]
 
 
 def _stages(client: SyncPrefectClient, flow_run_id: UUID) -> list[tuple[str, str, float]]:
     runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     runs.sort(key=lambda r: str(r.expected_start_time or r.created or ""))
     return [
-        (_stage(r.name), (r.state.name if r.state else None) or "Pending", r.total_run_time.total_seconds())
+        (stage_name(r), (r.state.name if r.state else None) or "Pending", r.total_run_time.total_seconds())
         for r in runs
         if not r.task_key.startswith(
             _CHILD_FLOW_PLACEHOLDER
@@ -74,7 +81,7 @@ def follow_delivery(
     echo: Callable[[str], None],
     poll_seconds: float = 0.5,
 ) -> RunReport:
-    """Start a run of delivery/ci and report each stage's state changes until the run ends."""
+    """Start a run of delivery/delivery and report each stage's state changes until the run ends."""
     parameters: dict[str, object] = {"source": source, "ref": ref}
     if environments is not None:  # [] means build only, no release
         parameters["environments"] = environments

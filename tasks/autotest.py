@@ -12,16 +12,23 @@ from shipline.spec import AutoTests
 
 
 @task(cache_policy=NO_CACHE)
-def run_release_tests(app: str, env: str, base_url: str, tests: AutoTests) -> list[CheckResult]:
-    """Run the HTTP checks and the test command against ``base_url``; fail if any check fails."""
-    results = run_auto_tests(base_url, tests)
+def run_release_tests(app: str, env: str, base_urls: list[str], tests: AutoTests) -> list[CheckResult]:
+    """Run the HTTP checks and the test command against every new instance, directly (not through nginx:
+    no instance of the release takes traffic before they all pass); fail if any check fails anywhere."""
+    rows, failed, results = [], [], []
+    for base_url in base_urls:
+        for result in run_auto_tests(base_url, tests):
+            results.append(result)
+            rows.append({"instance": base_url, **result.model_dump(), "seconds": round(result.seconds, 3)})
+            if not result.passed:
+                failed.append(f"{result.name} on {base_url}: {result.detail}")
     create_table_artifact(
         key=f"autotest-{app}-{env}",
-        table=[{**r.model_dump(), "seconds": round(r.seconds, 3)} for r in results],
-        description=f"Auto-tests of {app} in {env} against {base_url}",
+        table=rows,
+        description=f"Auto-tests of {app} in {env} on each of its {len(base_urls)} new instance(s)",
     )
-    failed = [r for r in results if not r.passed]
     if failed:
-        summary = "; ".join(f"{r.name}: {r.detail}" for r in failed)
-        raise AutoTestError(f"{app}/{env}: {len(failed)} of {len(results)} auto-test(s) failed: {summary}")
+        raise AutoTestError(
+            f"{app}/{env}: {len(failed)} of {len(results)} auto-test(s) failed: {'; '.join(failed)}"
+        )
     return results

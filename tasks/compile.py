@@ -15,7 +15,7 @@ from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.spec import AppSpec
 
 
-@task(**STAGE_HOOKS)
+@task(task_run_name="build: {spec.app}", **STAGE_HOOKS)
 def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: str) -> Path:
     """Run the build command with the workspace mounted; the declared artifact must exist afterwards."""
     logger = get_run_logger()

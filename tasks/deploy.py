@@ -9,6 +9,7 @@ from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
 from shipline.discovery.instances import wait_until_registered
 from shipline.docker import docker_client
+from shipline.errors import DeployError
 from shipline.release.compose import ComposeFile, compose_path
 from shipline.release.deploy import (
     compose_up,
@@ -69,22 +70,21 @@ def remove_release_instances(app: str, env: str, release: int, environment: Ship
 @task(cache_policy=NO_CACHE)
 def wait_for_registration(
     compose: ComposeFile, environment: ShiplineEnvironment, timeout_seconds: float = 30
-) -> bool:
+) -> None:
     """Wait until the registrator has put every new instance in etcd, so nginx routes to them.
 
-    Returns False (with a warning) if no registrator registered them in time: the release goes on, but
-    traffic through nginx does not reach it until one does.
+    The old instances are retired only after this: a release nobody can reach is not made live.
+
+    Raises:
+        DeployError: if no registrator registered them in time.
     """
     wanted = {f"{environment.advertise_ip}:{port}" for port in compose.ports}
-    if wait_until_registered(
+    if not wait_until_registered(
         load_settings().etcd_url, app=compose.app, env=compose.env, addresses=wanted, timeout=timeout_seconds
     ):
-        get_run_logger().info("registered in etcd: %s", ", ".join(sorted(wanted)))
-        return True
-    get_run_logger().warning(
-        "no registrator registered %s within %ss: is `shipline registrator` running on %s?",
-        ", ".join(sorted(wanted)),
-        timeout_seconds,
-        environment.docker_host,
-    )
-    return False
+        raise DeployError(
+            f"{compose.app}/{compose.env}: no registrator registered {', '.join(sorted(wanted))} "
+            f"within {timeout_seconds:.0f}s",
+            hint=f"is `shipline registrator` running on {environment.docker_host}? (shipline status)",
+        )
+    get_run_logger().info("registered in etcd: %s", ", ".join(sorted(wanted)))

@@ -13,7 +13,7 @@ from shipline.release.plan import ReleaseRequest
 
 @task(task_run_name="release-to-{request.env}", **STAGE_HOOKS)
 def release_to(request: ReleaseRequest, timeout_seconds: float = 3600) -> Release:
-    """Run release/{env} for the request's digest and wait; fail unless that run completed.
+    """Run release/release-to-{env} for the request's digest and wait; fail unless that run completed.
 
     The idempotency key is app, environment, digest and this delivery attempt (its flow run and run count):
     a retry of this task within one attempt finds the release run it started; a delivery retried from the

@@ -27,7 +27,13 @@ def _sonar_block() -> ShiplineSonarQube | None:
         return None
 
 
-@task(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_if_transient, **STAGE_HOOKS)
+@task(
+    task_run_name="scan: {spec.app}",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+    **STAGE_HOOKS,
+)
 def scan_source(spec: AppSpec, workspace: Path) -> str:
     """Run the scan and enforce its gate; the findings summary becomes an artifact."""
     sonar = _sonar_block()
@@ -55,11 +61,12 @@ def scan_source(spec: AppSpec, workspace: Path) -> str:
             markdown=f"### SonarQube gate: {gate.status}\n\n"
             + "\n".join(lines)
             + f"\n\n{gate.dashboard_url or ''}\n",
+            description=f"SonarQube quality gate of {spec.app}: {gate.status}",
         )
         if not gate.passed:
             raise ScanError(f"{spec.app}: SonarQube quality gate {gate.status}", hint=gate.dashboard_url)
         return gate.status
-    local = run_local_scan(workspace, spec.scan)
+    local = run_local_scan(workspace, spec.scan, log=get_run_logger().info)
     rows = "\n".join(
         f"| {f.tool} | {f.rule} | {f.severity} | {f.location} | {f.message} |" for f in local.findings[:50]
     )
@@ -69,6 +76,7 @@ def scan_source(spec: AppSpec, workspace: Path) -> str:
         key=f"scan-{spec.app}",
         markdown=f"### Local scan ({', '.join(spec.scan.tools)}): {verdict}\n\n"
         f"{counts}\n\n| tool | rule | severity | where | message |\n|---|---|---|---|---|\n{rows}\n",
+        description=f"Static scan of {spec.app}: {verdict}, {counts} (first 50 findings)",
     )
     if not local.passed:
         over = ", ".join(f"{k} {found} > {allowed}" for k, (found, allowed) in local.exceeded.items())

@@ -17,7 +17,7 @@ from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.spec import AppSpec
 
 
-@task(**STAGE_HOOKS)
+@task(task_run_name="unit-test: {spec.app}", **STAGE_HOOKS)
 def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: str) -> TestSummary | None:
     """Run the test command; any failure stops the pipeline before an image is built."""
     if spec.test is None:

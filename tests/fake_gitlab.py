@@ -32,8 +32,10 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
+import os
 import socket
 import threading
 import time
@@ -116,6 +118,52 @@ class Job:
     finished_at: str | None = None
 
 
+async def _cgi_git(
+    scope: Scope, receive: Receive, repository: str, rest: str, headers: dict[str, str]
+) -> Response:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "GIT_PROJECT_ROOT": repository,
+        "GIT_HTTP_EXPORT_ALL": "1",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PATH_INFO": f"/{rest}",
+        "REQUEST_METHOD": scope["method"],
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "CONTENT_TYPE": headers.get("content-type", ""),
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_CONTENT_ENCODING": headers.get("content-encoding", ""),
+        "GIT_PROTOCOL": headers.get("git-protocol", ""),
+        "REMOTE_USER": "oauth2",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        "git",
+        "http-backend",
+        env=environment,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate(body)
+    head, _, payload = out.partition(b"\r\n\r\n")
+    if not payload and b"\n\n" in out:
+        head, _, payload = out.partition(b"\n\n")
+    status, answer_headers = 200, {}
+    for line in head.decode("latin-1").splitlines():
+        key, _, value = line.partition(":")
+        if key.lower() == "status":
+            status = int(value.split()[0])
+        elif key:
+            answer_headers[key] = value.strip()
+    return Response(payload, status_code=status, headers=answer_headers)
+
+
 @dataclass
 class FakeProject:
     """A project's state; tests read it and change it through ``FakeGitLab``'s methods."""
@@ -131,6 +179,8 @@ class FakeProject:
     jobs: list[Job] = field(default_factory=list)
     comments: dict[str, list[str]] = field(default_factory=dict)
     conflicts: int = 0
+    served: str | None = None
+    """A local bare repository served over git's smart HTTP at ``{url}/{path}.git`` (token required)."""
 
     def knows(self, sha: str) -> bool:
         return any(sha in shas for shas in self.branch_history.values())
@@ -264,6 +314,7 @@ class FakeGitLab:
         branches: dict[str, str] | None = None,
         repository: str | None = None,
         default_branch: str | None = None,
+        serve: str | None = None,
     ) -> int:
         """Add the project ``path`` (``group/app``) and return its numeric id.
 
@@ -272,6 +323,9 @@ class FakeGitLab:
             branches: Branch name -> head commit id.
             repository: ``http_url_to_repo`` (e.g. a local bare repository); defaults to a URL on the fake.
             default_branch: Defaults to ``main`` if there is one, else the first branch.
+            serve: A local bare repository to serve over git's smart HTTP as ``{url}/{path}.git``, which
+                becomes ``http_url_to_repo``: clones and fetches need the token, as GitLab's do (any user
+                name, the token as password).
         """
         branches = dict(branches or {})
         if default_branch is None:
@@ -283,6 +337,7 @@ class FakeGitLab:
                 path=path,
                 repository=repository,
                 default_branch=default_branch,
+                served=serve,
                 branches=branches,
                 branch_history={name: [sha] for name, sha in branches.items()},
             )
@@ -352,6 +407,9 @@ class FakeGitLab:
         with self._lock:
             self.requests.append((scope["method"], path))
             broken = self.broken
+        if ".git/" in path and not path.startswith("/api/"):
+            await self._git_http(scope, receive, send, path, headers)
+            return
         token = headers.get("private-token") or headers.get("authorization", "").removeprefix("Bearer ")
         if broken:
             answer = JSONResponse({"message": "500 Internal Server Error"}, status_code=500)
@@ -360,6 +418,29 @@ class FakeGitLab:
         else:
             await self._app(scope, receive, send)
             return
+        await answer(scope, receive, send)
+
+    async def _git_http(
+        self, scope: Scope, receive: Receive, send: Send, path: str, headers: dict[str, str]
+    ) -> None:
+        """Git's smart HTTP for a served project, through ``git http-backend`` (CGI), as GitLab serves it."""
+        project_path, _, rest = path.lstrip("/").partition(".git/")
+        with self._lock:
+            project = self._find(project_path)
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        password = ""
+        if scheme.lower() == "basic":
+            password = base64.b64decode(credentials).decode(errors="replace").partition(":")[2]
+        if project is None or project.served is None:
+            answer: Response = Response("Not Found\n", status_code=404)
+        elif password != self.token:
+            answer = Response(
+                "HTTP Basic: Access denied\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="GitLab"'},
+            )
+        else:
+            answer = await _cgi_git(scope, receive, project.served, rest, headers)
         await answer(scope, receive, send)
 
     async def _refused(self, request: Request, exc: Exception) -> Response:
@@ -435,7 +516,8 @@ class FakeGitLab:
             "namespace": {"full_path": namespace, "path": namespace.rpartition("/")[2]},
             "default_branch": project.default_branch,
             "visibility": "private",
-            "http_url_to_repo": project.repository or f"{self.url}/{project.path}.git",
+            "http_url_to_repo": (f"{self.url}/{project.path}.git" if project.served else project.repository)
+            or f"{self.url}/{project.path}.git",
             "ssh_url_to_repo": f"git@127.0.0.1:{project.path}.git",
             "web_url": f"{self.url}/{project.path}",
         }

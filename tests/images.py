@@ -60,8 +60,13 @@ def run_instance(
     env: str,
     port: int,
     command: list[str] | None = None,
+    release: int | None = None,
 ) -> str:
-    """Start a host-networked container labelled as an instance of ``app`` in ``env``; return its id."""
+    """Start a host-networked container labelled as an instance of ``app`` in ``env``; return its id.
+
+    With ``release``, it is labelled as an instance of that release, as a release flow starts them: the
+    registrator registers it only once the release is cleared for traffic.
+    """
     container = client.containers.run(
         image,
         command or serve_command(),
@@ -73,6 +78,7 @@ def run_instance(
             "shipline.env": env,
             "shipline.port": str(port),
             "shipline.health": "/healthz",
+            **({"shipline.release": str(release)} if release is not None else {}),
         },
     )
     return str(container.id)

@@ -3,7 +3,8 @@
 - OS: a root filesystem made on the host (``debian``: debootstrap minbase of a suite; ``busybox``: the
   host's static busybox), imported with ``docker import``. Nothing is pulled from outside.
 - middleware: ``templates/images/middleware/{name}.Dockerfile.j2`` on top of the OS image by digest.
-- app: ``templates/images/app.Dockerfile.j2``: the built artifact on top of the middleware by digest.
+- app: the built artifact on top of the middleware by digest, assembled reproducibly without a build
+  (``shipline.build.app_image``).
 
 OS and middleware images are built once per name and version and then reused from the registry
 (``shipline.build.registry`` names and pushes them); root filesystems come from ``shipline.build.rootfs``.
@@ -11,10 +12,8 @@ OS and middleware images are built once per name and version and then reused fro
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from shipline.build.registry import PushedImage, Registry, push_image
 from shipline.build.rootfs import rootfs_tarball
 from shipline.config import PROJECT_ROOT
 from shipline.errors import BuildError
-from shipline.spec import ImageSpec, LayerRef
+from shipline.spec import LayerRef
 
 Log = Callable[[str], None]
 TEMPLATES = PROJECT_ROOT / "templates" / "images"
@@ -123,103 +122,3 @@ def ensure_middleware_image(
         )
         _stream_build(events, log, f"{repository}:{layer.version}")
     return push_image(client, repository, layer.version, log)
-
-
-def build_app_image(
-    client: docker.DockerClient,
-    *,
-    registry: Registry,
-    app: str,
-    sha: str,
-    source: str,
-    artifact: Path,
-    image: ImageSpec,
-    middleware: PushedImage,
-    log: Log,
-) -> str:
-    """Build ``{registry}/apps/{app}:{sha}`` from the artifact on top of the middleware; return its id.
-
-    Raises:
-        BuildError: if the artifact is missing or the build fails.
-    """
-    if not artifact.exists():
-        raise BuildError(f"{app}: the build artifact {artifact.name} does not exist")
-    labels = {
-        "org.opencontainers.image.revision": sha,
-        "org.opencontainers.image.source": source,
-        "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "shipline.app": app,
-        "shipline.middleware": middleware.by_digest,
-        "shipline.artifact": image.copy_artifact_to,
-    }
-    dockerfile = _render(
-        "app.Dockerfile.j2",
-        middleware_image=middleware.by_digest,
-        workdir=image.workdir,
-        copy_to=image.copy_artifact_to,
-        command=image.command,
-        labels=labels,
-    )
-    repository = registry.app_repository(app)
-    with tempfile.TemporaryDirectory() as context:
-        # A directory's contents land in copy_artifact_to; a file lands there under its own name.
-        target = Path(context) / "artifact"
-        if artifact.is_dir():
-            ignored = shutil.ignore_patterns("__pycache__", ".git")
-            shutil.copytree(artifact, target, symlinks=True, ignore=ignored)
-        else:
-            target.mkdir()
-            shutil.copy2(artifact, target / artifact.name)
-        (Path(context) / "Dockerfile").write_text(dockerfile)
-        events = client.api.build(
-            path=context, tag=f"{repository}:{sha}", rm=True, forcerm=True, network_mode="host", decode=True
-        )
-        return _stream_build(events, log, f"{repository}:{sha}")
-
-
-def rebase_app_image(
-    client: docker.DockerClient,
-    *,
-    registry: Registry,
-    app_image: str,
-    middleware: PushedImage,
-    tag: str,
-    log: Log,
-) -> PushedImage:
-    """Rebuild an app image on new middleware without recompiling, and push it as ``tag``.
-
-    The artifact is the app image's own top layer: a multi-stage ``COPY --from`` takes it from the old
-    image (by digest) onto the new middleware; working directory, command and labels carry over.
-
-    Raises:
-        BuildError: if the image is not a Shipline app image or the build fails.
-    """
-    try:
-        old = client.images.pull(app_image) if "@" in app_image else client.images.get(app_image)
-    except (APIError, DockerException) as exc:
-        raise BuildError(f"cannot read app image {app_image}: {exc}", transient=True) from exc
-    labels = dict(old.labels or {})
-    if "shipline.app" not in labels or "shipline.artifact" not in labels:
-        raise BuildError(f"{app_image} is not a Shipline app image (labels shipline.app, shipline.artifact)")
-    config = old.attrs["Config"]
-    labels |= {
-        "shipline.middleware": middleware.by_digest,
-        "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    dockerfile = _render(
-        "rebase.Dockerfile.j2",
-        middleware_image=middleware.by_digest,
-        app_image=app_image,
-        workdir=config.get("WorkingDir") or "/",
-        artifact=labels["shipline.artifact"],
-        command=config.get("Cmd") or [],
-        labels=labels,
-    )
-    repository = registry.app_repository(labels["shipline.app"])
-    with tempfile.TemporaryDirectory() as context:
-        (Path(context) / "Dockerfile").write_text(dockerfile)
-        events = client.api.build(
-            path=context, tag=f"{repository}:{tag}", rm=True, forcerm=True, network_mode="host", decode=True
-        )
-        _stream_build(events, log, f"{repository}:{tag}")
-    return push_image(client, repository, tag, log)

@@ -2,8 +2,10 @@
 
 ``Registry`` is where images go: its address (as it appears in image names), whether it speaks plain HTTP,
 and its credentials. The ``shipline-registry`` block holds it; tasks read the block at run time, so an
-operator who edits the block in the Prefect UI moves the next build's images. ``RegistryAPI`` reads what the
-registry holds (catalog, tags, manifests, image configs) and deletes manifests by digest, for housekeeping.
+operator who edits the block in the Prefect UI moves the next build's images. ``RegistryAPI`` speaks the
+registry's HTTP API: it reads what the registry holds (catalog, tags, manifests, image configs), deletes
+manifests by digest (housekeeping), and pushes app images blob by blob (``shipline.build.app_image``
+assembles them; base layers are mounted across repositories, nothing the registry has is sent again).
 
 Names: ``{registry}/shipline/os/{name}:{version}``, ``{registry}/shipline/middleware/{name}:{version}``,
 ``{registry}/apps/{app}:{sha}``.
@@ -13,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +41,9 @@ _MANIFEST_TYPES = ", ".join(
         *_INDEX_TYPES,
     ]
 )
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_CHUNK = 1 << 20
+_UPLOAD_TIMEOUT = 600.0
 _PAGE = 1000
 """Entries asked for per page of the catalog and of a tag list (the registry may answer fewer)."""
 
@@ -279,6 +285,128 @@ class RegistryAPI:
         if response.status_code == 405:
             error.hint = "enable deletes in the registry's configuration (storage: delete: enabled: true)"
         raise error
+
+    # -- pushing an assembled image --------------------------------------------------------------------
+
+    def _name(self, repository: str) -> str:
+        """The repository's name in the registry: ``apps/x`` of ``127.0.0.1:5000/apps/x`` or of itself."""
+        return repository.removeprefix(f"{self.registry.address}/")
+
+    def manifest_document(self, repository: str, reference: str) -> tuple[dict[str, Any], str]:
+        """The manifest of one image (a tag or digest) as a document, and its digest.
+
+        Raises:
+            PushError: if it is missing, or is an index (multi-platform), which Shipline does not build on.
+        """
+        name = self._name(repository)
+        response = self._request(
+            "GET", f"/v2/{name}/manifests/{reference}", headers={"Accept": _MANIFEST_TYPES}
+        )
+        if response.status_code == 404:
+            raise PushError(f"{name}@{reference} is not in the registry", hint="was the base layer pushed?")
+        if response.status_code != 200:
+            raise self._refused(response, f"the manifest {name}:{reference}")
+        document = response.json()
+        if document.get("mediaType") in _INDEX_TYPES or "manifests" in document:
+            raise PushError(f"{name}@{reference} is a multi-platform index, not one image")
+        return document, response.headers.get("Docker-Content-Digest") or sha256_digest(response.content)
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        """A small blob (an image config), checked against its digest."""
+        name = self._name(repository)
+        response = self._request("GET", f"/v2/{name}/blobs/{digest}")
+        if response.status_code != 200:
+            raise self._refused(response, f"the blob {name}@{digest}")
+        if sha256_digest(response.content) != digest:
+            raise RegistryError(f"registry {self.registry.address} served {name}@{digest} with other content")
+        return response.content
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        return self._request("HEAD", f"/v2/{self._name(repository)}/blobs/{digest}").status_code == 200
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Link a blob of ``source`` into ``repository`` without uploading; False if the registry cannot."""
+        name = self._name(repository)
+        response = self._request(
+            "POST", f"/v2/{name}/blobs/uploads/", params={"mount": digest, "from": self._name(source)}
+        )
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202 and (location := response.headers.get("Location")):
+            self._request("DELETE", location)  # the upload it opened instead
+        return False
+
+    def upload_blob(self, repository: str, digest: str, content: bytes | Path) -> None:
+        """Upload a blob in one request (streamed from the file when ``content`` is a path)."""
+        name = self._name(repository)
+        started = self._request("POST", f"/v2/{name}/blobs/uploads/")
+        location = started.headers.get("Location")
+        if started.status_code != 202 or not location:
+            raise self._refused(started, f"an upload to {name}")
+        size = content.stat().st_size if isinstance(content, Path) else len(content)
+        finished = self._request(
+            "PUT",
+            # The upload URL keeps its state in the query: add the digest (params= would replace it).
+            str(httpx.URL(location).copy_add_param("digest", digest)),
+            content=content if isinstance(content, bytes) else _chunks(content),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            timeout=_UPLOAD_TIMEOUT,
+        )
+        if finished.status_code != 201:
+            raise self._refused(finished, f"the upload of {digest} to {name}")
+
+    def copy_blob(self, repository: str, digest: str, source: str, scratch: Path) -> None:
+        """Put a blob of ``source`` into ``repository``: mounted if the registry can, else copied through."""
+        if self.has_blob(repository, digest) or self.mount_blob(repository, digest, source):
+            return
+        path = scratch / digest.replace(":", "-")
+        url = f"/v2/{self._name(source)}/blobs/{digest}"
+        try:
+            with self._http.stream("GET", url, timeout=_UPLOAD_TIMEOUT) as response, path.open("wb") as out:
+                if response.status_code != 200:
+                    raise RegistryError(
+                        f"registry {self.registry.address}: {url} answered {response.status_code}"
+                    )
+                for chunk in response.iter_bytes(_CHUNK):
+                    out.write(chunk)
+            self.upload_blob(repository, digest, path)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(
+                f"registry {self.registry.address} does not answer: {exc}", transient=True
+            ) from exc
+        finally:
+            path.unlink(missing_ok=True)
+
+    def put_manifest(self, repository: str, tag: str, manifest: bytes, media_type: str) -> str:
+        """Store ``manifest`` as ``repository:tag``; return its digest (checked against the bytes sent)."""
+        name = self._name(repository)
+        response = self._request(
+            "PUT", f"/v2/{name}/manifests/{tag}", content=manifest, headers={"Content-Type": media_type}
+        )
+        if response.status_code != 201:
+            raise self._refused(response, f"the manifest {name}:{tag}")
+        digest = sha256_digest(manifest)
+        stored = response.headers.get("Docker-Content-Digest", digest)
+        if stored != digest:
+            raise RegistryError(
+                f"registry {self.registry.address} stored {name}:{tag} as {stored}, sent {digest}"
+            )
+        return digest
+
+
+def sha256_digest(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def canonical_json(value: Any) -> bytes:
+    """JSON with sorted keys and no spaces: the same value always gives the same bytes (and digest)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            yield chunk
 
 
 class PushedImage(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -12,6 +13,8 @@ from pydantic import BaseModel
 from shipline.errors import ScanError
 from shipline.programs import find_program
 from shipline.spec import ScanSpec
+
+Log = Callable[[str], None]
 
 
 class Finding(BaseModel):
@@ -41,7 +44,8 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(command: list[str], workspace: Path) -> str:
+def _run(command: list[str], workspace: Path, log: Log) -> str:
+    log(f"$ {Path(command[0]).name} {' '.join(command[1:])}")
     try:
         done = subprocess.run(
             command, cwd=workspace, capture_output=True, text=True, timeout=900, check=False
@@ -53,9 +57,9 @@ def _run(command: list[str], workspace: Path) -> str:
     return done.stdout
 
 
-def _ruff(workspace: Path, paths: list[str]) -> list[Finding]:
+def _ruff(workspace: Path, paths: list[str], log: Log) -> list[Finding]:
     out = _run(
-        [_tool("ruff"), "check", "--output-format=json", "--exit-zero", "--no-cache", *paths], workspace
+        [_tool("ruff"), "check", "--output-format=json", "--exit-zero", "--no-cache", *paths], workspace, log
     )
     return [
         Finding(
@@ -69,8 +73,8 @@ def _ruff(workspace: Path, paths: list[str]) -> list[Finding]:
     ]
 
 
-def _bandit(workspace: Path, paths: list[str]) -> list[Finding]:
-    out = _run([_tool("bandit"), "-r", "-q", "-f", "json", "--exit-zero", *paths], workspace)
+def _bandit(workspace: Path, paths: list[str], log: Log) -> list[Finding]:
+    out = _run([_tool("bandit"), "-r", "-q", "-f", "json", "--exit-zero", *paths], workspace, log)
     return [
         Finding(
             tool="bandit",
@@ -83,13 +87,13 @@ def _bandit(workspace: Path, paths: list[str]) -> list[Finding]:
     ]
 
 
-def run_local_scan(workspace: Path, spec: ScanSpec) -> ScanReport:
-    """Run the spec's tools on its paths and compare the counts with its thresholds."""
+def run_local_scan(workspace: Path, spec: ScanSpec, log: Log = lambda line: None) -> ScanReport:
+    """Run the spec's tools on its paths (each command to ``log``); compare the counts with its limits."""
     findings: list[Finding] = []
     if "ruff" in spec.tools:
-        findings += _ruff(workspace, spec.paths)
+        findings += _ruff(workspace, spec.paths, log)
     if "bandit" in spec.tools:
-        findings += _bandit(workspace, spec.paths)
+        findings += _bandit(workspace, spec.paths, log)
     counts = Counter("ruff" if f.tool == "ruff" else f"bandit-{f.severity}" for f in findings)
     exceeded = {
         key: (counts.get(key, 0), allowed)

@@ -92,6 +92,48 @@ def parse_retired_key(key: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+CLEARED = "/shipline/cleared/"
+"""``/shipline/cleared/{app}/{env}/{release}`` → the release's digest: its instances passed the release's
+auto-tests and may take traffic. A container labelled ``shipline.release`` is registered (and so reached
+through nginx) only once its release is cleared; the release flow clears it, and withdraws the clearance of
+releases that are rolled back, superseded or retired."""
+
+
+def cleared_key(app: str, env: str, release: int) -> str:
+    validate_name(app, what="app name")
+    validate_name(env, what="environment")
+    return f"{CLEARED}{app}/{env}/{int(release)}"
+
+
+def parse_cleared_key(key: str) -> tuple[str, str, int] | None:
+    """``(app, env, release)`` of a clearance key, or None for any other key."""
+    if not key.startswith(CLEARED):
+        return None
+    parts = key[len(CLEARED) :].split("/")
+    if len(parts) != 3 or not all(_NAME.match(p) for p in parts[:2]) or not parts[2].isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2])
+
+
+async def clear_release(client: aetcd.Client, app: str, env: str, release: int, digest: str) -> None:
+    """Let the instances of ``release`` take traffic: registrators register them from now on."""
+    await client.put(cleared_key(app, env, release).encode(), digest.encode())
+
+
+async def withdraw_clearances(
+    client: aetcd.Client, app: str, env: str, *, only: set[int] | None = None, keep: int | None = None
+) -> int:
+    """Withdraw the clearances of the app's releases in ``env`` (``only`` these; never ``keep``)."""
+    withdrawn = 0
+    for kv in await client.get_prefix(f"{CLEARED}{validate_name(app, what='app name')}/{env}/".encode()):
+        found = parse_cleared_key(kv.key.decode())
+        if found is None or found[2] == keep or (only is not None and found[2] not in only):
+            continue
+        await client.delete(kv.key)
+        withdrawn += 1
+    return withdrawn
+
+
 async def register(client: aetcd.Client, instance: Instance, lease: aetcd.Lease) -> None:
     """Put the instance's key on ``lease`` (idempotent)."""
     await client.put(instance.key.encode(), instance.address.encode(), lease=lease)

@@ -8,11 +8,19 @@
    nginx stops sending it traffic while it still drains — and ``die`` does too.
 4. At start and after any etcd outage: a new lease, every healthy running instance registered again, and
    this host's keys without a running container deleted.
+
+Verified before traffic: a container labelled ``shipline.release`` (every instance a release starts) is
+registered only once its release is cleared (``/shipline/cleared/{app}/{env}/{release}``, put by the
+release flow after the release's auto-tests passed on every new instance). The registrator watches those
+keys: a clearance registers the release's healthy containers at once; a container of an uncleared release
+is never registered — not at its start, not by a resync after a restart. Containers without that label
+(started by hand) are registered when healthy, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -23,7 +31,14 @@ import aetcd
 import docker
 from aetcd.exceptions import ClientError
 
-from shipline.discovery.instances import Instance, deregister, list_instances, register
+from shipline.discovery.instances import (
+    CLEARED,
+    Instance,
+    deregister,
+    list_instances,
+    parse_cleared_key,
+    register,
+)
 from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect
 from shipline.health import poll_health
@@ -38,6 +53,9 @@ class LeaseLost(ServiceUnavailableError):
 
 
 LABELS = ("shipline.app", "shipline.env", "shipline.port")
+RELEASE_LABEL = "shipline.release"
+CLEARED_HEALTH_SECONDS = 30.0
+"""How long a newly cleared release's containers are given to answer their health path."""
 
 
 def instance_of(labels: dict[str, str], ip: str) -> Instance | None:
@@ -69,43 +87,101 @@ class Registrator:
         self.docker_url, self.etcd_url, self.ip, self.ttl = docker_url, etcd_url, ip, ttl
         self.envs = set(envs) if envs else None
         self.registered: dict[str, Instance] = {}
+        self.cleared: set[tuple[str, str, int]] = set()
         self.healthy = False
 
     def _wanted(self, instance: Instance | None) -> bool:
         return instance is not None and (self.envs is None or instance.env in self.envs)
 
+    def _admitted(self, instance: Instance, labels: dict[str, str]) -> bool:
+        """True if the container may take traffic: no release label, or its release is cleared."""
+        if RELEASE_LABEL not in labels:
+            return True
+        release = labels[RELEASE_LABEL]
+        return release.isdigit() and (instance.app, instance.env, int(release)) in self.cleared
+
     async def _answers(self, instance: Instance, health: str, timeout: float = 300) -> bool:
         url = f"http://{instance.ip}:{instance.port}{health}"
         return not await poll_health([url], timeout=timeout, interval=0.1)
 
-    def _running(self, client: docker.DockerClient) -> list[tuple[Instance, str, str]]:
+    def _running(self, client: docker.DockerClient) -> list[tuple[Instance, str, dict[str, str]]]:
         found = []
         for container in client.containers.list(filters={"label": "shipline.app", "status": "running"}):
-            instance = instance_of(container.labels, self.ip)
+            labels = dict(container.labels or {})
+            instance = instance_of(labels, self.ip)
             if instance is not None and self._wanted(instance):
-                found.append(
-                    (instance, container.labels.get("shipline.health", "/healthz"), container.id or "")
-                )
+                found.append((instance, labels.get("shipline.health", "/healthz"), labels))
         return found
 
-    async def _resync(self, etcd: aetcd.Client, lease: aetcd.Lease, client: docker.DockerClient) -> None:
-        running = self._running(client)
-        # Every instance at once, each answer capped: a few hanging health paths cost RESYNC_HEALTH_SECONDS
-        # in all, not that much each, and the lease is kept alive meanwhile by its own task.
-        urls = {f"http://{i.ip}:{i.port}{health}": i for i, health, _ in running}
-        silent = await poll_health(list(urls), timeout=RESYNC_HEALTH_SECONDS, interval=0.1)
+    async def _read_clearances(self, etcd: aetcd.Client) -> int:
+        """Read every clearance; return the revision to watch them from."""
+        result = await etcd.get_prefix(CLEARED.encode())
+        self.cleared = {c for kv in result if (c := parse_cleared_key(kv.key.decode())) is not None}
+        return int(result.header.revision)
+
+    async def _register_healthy(
+        self,
+        etcd: aetcd.Client,
+        lease: aetcd.Lease,
+        candidates: list[tuple[Instance, str, dict[str, str]]],
+        timeout: float,
+    ) -> None:
+        # Every instance at once, each answer capped: a few hanging health paths cost ``timeout`` in all,
+        # not that much each, and the lease is kept alive meanwhile by its own task.
+        urls = {f"http://{i.ip}:{i.port}{health}": i for i, health, _ in candidates}
+        silent = await poll_health(list(urls), timeout=timeout, interval=0.1)
         for url, instance in urls.items():
             if url in silent:
                 log.warning("%s does not answer %s (%s): not registered", instance.key, url, silent[url])
                 continue
             await register(etcd, instance, lease)
             self.registered[instance.key] = instance
-        keep = {instance.key for instance, _, _ in running}
+            log.info("registered %s", instance.key)
+
+    async def _resync(self, etcd: aetcd.Client, lease: aetcd.Lease, client: docker.DockerClient) -> int:
+        """Register what may be, delete this host's stale keys; return the clearances' revision."""
+        revision = await self._read_clearances(etcd)
+        running = self._running(client)
+        admitted = [(i, health, labels) for i, health, labels in running if self._admitted(i, labels)]
+        for instance, _, labels in running:
+            if not self._admitted(instance, labels):
+                log.info("%s waits for release %s to be cleared", instance.key, labels.get(RELEASE_LABEL))
+        await self._register_healthy(etcd, lease, admitted, RESYNC_HEALTH_SECONDS)
+        keep = {instance.key for instance, _, labels in admitted}
         for stale in await list_instances(etcd):
             if stale.ip == self.ip and self._wanted(stale) and stale.key not in keep:
                 await deregister(etcd, stale)
                 self.registered.pop(stale.key, None)
-                log.info("removed %s: no running container", stale.key)
+                log.info("removed %s: no running container of a cleared release", stale.key)
+        return revision
+
+    async def _watch_clearances(
+        self, etcd: aetcd.Client, lease: aetcd.Lease, client: docker.DockerClient, revision: int
+    ) -> None:
+        """Follow clearances from ``revision`` + 1: a new one registers its release's healthy containers."""
+        watch = await etcd.watch_prefix(CLEARED.encode(), start_revision=revision + 1)
+        try:
+            async for event in watch:
+                cleared = parse_cleared_key(event.kv.key.decode())
+                if cleared is None:
+                    continue
+                if str(event.kind) == "DELETE":
+                    self.cleared.discard(cleared)
+                    continue
+                self.cleared.add(cleared)
+                app, env, release = cleared
+                candidates = [
+                    (i, health, labels)
+                    for i, health, labels in await asyncio.to_thread(self._running, client)
+                    if (i.app, i.env, labels.get(RELEASE_LABEL)) == (app, env, str(release))
+                ]
+                log.info(
+                    "release %s of %s in %s cleared: %d instance(s) here", release, app, env, len(candidates)
+                )
+                await self._register_healthy(etcd, lease, candidates, CLEARED_HEALTH_SECONDS)
+        finally:
+            with contextlib.suppress(ClientError, RuntimeError):
+                await watch.cancel()
 
     def _follow_events(
         self,
@@ -143,7 +219,11 @@ class Registrator:
             log.info("deregistered %s (%s)", instance.key, action)
         elif action == "start":
             health = attributes.get("shipline.health", "/healthz")
-            if await self._answers(instance, health):
+            if not self._admitted(instance, attributes):
+                log.info(
+                    "%s started; waits for release %s to be cleared", instance.key, attributes[RELEASE_LABEL]
+                )
+            elif await self._answers(instance, health):
                 await register(etcd, instance, lease)
                 self.registered[instance.key] = instance
                 log.info("registered %s", instance.key)
@@ -157,6 +237,7 @@ class Registrator:
         while not stop.is_set():
             halt = threading.Event()
             keepalive: asyncio.Task[None] | None = None
+            clearances: asyncio.Task[None] | None = None
             try:
                 async with connect(self.etcd_url) as etcd:
                     lease = await etcd.lease(ttl=self.ttl)
@@ -164,7 +245,8 @@ class Registrator:
                     # Events are followed from before the resync: Docker replays those of a container that
                     # starts or stops while it runs (the handlers are idempotent), so none is lost.
                     since = int(time.time()) - 1
-                    await self._resync(etcd, lease, client)
+                    revision = await self._resync(etcd, lease, client)
+                    clearances = asyncio.create_task(self._watch_clearances(etcd, lease, client, revision))
                     self.healthy, backoff = True, 0.5
                     log.info("registrator ready: %d instance(s) registered", len(self.registered))
                     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -172,14 +254,15 @@ class Registrator:
                     threading.Thread(
                         target=self._follow_events, args=(client, loop, queue, halt, since), daemon=True
                     ).start()
-                    await self._serve(etcd, lease, queue, stop, keepalive)
+                    await self._serve(etcd, lease, queue, stop, keepalive, clearances)
             except (ClientError, ServiceUnavailableError, OSError, LeaseLost) as exc:
                 log.warning("etcd unavailable (%s): starting over", type(exc).__name__)
             finally:
                 halt.set()
                 self.healthy = False
-                if keepalive is not None:
-                    keepalive.cancel()
+                for helper in (keepalive, clearances):
+                    if helper is not None:
+                        helper.cancel()
             if not stop.is_set():
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -200,12 +283,16 @@ class Registrator:
         queue: asyncio.Queue[dict[str, Any]],
         stop: asyncio.Event,
         keepalive: asyncio.Task[None],
+        clearances: asyncio.Task[None],
     ) -> None:
         pending: set[asyncio.Task[None]] = set()
         while not stop.is_set():
             if keepalive.done():
                 keepalive.result()  # raises why the lease could not be kept: the run loop starts over
                 raise LeaseLost("the lease keep-alive stopped")
+            if clearances.done():
+                clearances.result()  # raises why the watch broke: the run loop starts over and resyncs
+                raise ServiceUnavailableError("the watch of release clearances ended")
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=0.25)
             except TimeoutError:

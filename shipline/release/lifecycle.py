@@ -5,7 +5,7 @@
 - A release still ``deploying`` when the next deploy holds the app's deploy lock was abandoned by a deploy
   that died (a killed worker): its instances are removed and it is recorded as failed.
 - A rollback replays the request of an earlier good release (same digest) as a new release.
-- A release is run as the environment's ``release/{env}`` deployment; its flow run must complete.
+- A release is run as the environment's ``release/release-to-{env}`` deployment; its flow run must complete.
 
 The records live in etcd (``shipline.release.history``); these functions open one connection per call.
 """
@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 
-from shipline.discovery.instances import retired_key
+from shipline.discovery.instances import clear_release, retired_key, withdraw_clearances
 from shipline.docker import docker_client
 from shipline.errors import DeployError, ReleaseError
 from shipline.etcd_client import connect
@@ -122,9 +122,32 @@ def fail_abandoned_releases(
             )
             for release in releases:
                 await set_status(client, release, ReleaseStatus.FAILED)
+            await withdraw_clearances(client, app, env, only={r.number for r in releases})
             return releases, doomed
 
     return asyncio.run(fail_abandoned())
+
+
+def clear_for_traffic(release: Release, *, etcd_url: str) -> None:
+    """Let the release's instances take traffic: registrators put them in etcd, and so behind nginx."""
+
+    async def clear() -> None:
+        async with connect(etcd_url) as client:
+            await clear_release(client, release.app, release.env, release.number, release.digest)
+
+    asyncio.run(clear())
+
+
+def withdraw_traffic(
+    app: str, env: str, *, etcd_url: str, only: set[int] | None = None, keep: int | None = None
+) -> int:
+    """Withdraw release clearances (``only`` those releases; never ``keep``); return how many went."""
+
+    async def withdraw() -> int:
+        async with connect(etcd_url) as client:
+            return await withdraw_clearances(client, app, env, only=only, keep=keep)
+
+    return asyncio.run(withdraw())
 
 
 def rollback_target(history: list[Release], *, to: int | None) -> Release:
@@ -195,14 +218,19 @@ def remove_deploy_limit(app: str, env: str) -> bool:
     return True
 
 
+def release_deployment(env: str) -> str:
+    """The release flow's deployment for ``env`` (flow/deployment), on the environment's pool."""
+    return f"release/release-to-{env}"
+
+
 def run_release(request: ReleaseRequest, *, timeout: float, idempotency_key: str | None = None) -> Release:
-    """Run ``release/{env}`` for the request and wait for it; return the release it made live.
+    """Run ``release/release-to-{env}`` for the request and wait for it; return the release it made live.
 
     Raises:
         DeployError: unless that flow run completed, naming its final state and message.
     """
     flow_run = run_deployment_and_wait(
-        f"release/{request.env}",
+        release_deployment(request.env),
         parameters={"request": request.model_dump(mode="json")},
         timeout=timeout,
         idempotency_key=idempotency_key,

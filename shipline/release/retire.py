@@ -16,7 +16,7 @@ import aetcd
 import docker
 from pydantic import BaseModel
 
-from shipline.discovery.instances import deregister, list_instances, retired_key
+from shipline.discovery.instances import deregister, list_instances, retired_key, withdraw_clearances
 from shipline.errors import ReleaseError
 from shipline.etcd_client import connect
 from shipline.release.deploy import running_instances, stop_instances
@@ -55,6 +55,8 @@ def retire(
                     f"{app} has no release in {env} and runs nothing there",
                     hint=f"check the name: shipline apps list, shipline releases {app} --env {env}",
                 )
+            # Clearances first: a registrator that resyncs meanwhile must not register them again.
+            await withdraw_clearances(etcd, app, env)
             registered = await list_instances(etcd, app=app, env=env)
             for instance in registered:
                 await deregister(etcd, instance)

@@ -195,6 +195,7 @@ def provision(settings: Settings, report: Report = print) -> bool:
         _apply_work_pools(pools, report)
         _apply_blocks(settings, report)
         _apply_deployments(specs, report)
+        _remove_retired_deployments(specs, report)
         _apply_automations(report)
     except (httpx.HTTPError, RuntimeError) as exc:
         raise ServiceUnavailableError(
@@ -261,6 +262,38 @@ def _remove_retired_blocks(report: Report) -> None:
                 continue
             client.delete_block_document(document.id)
             report(f"  prefect      removed block {slug}/{name}: nothing reads it")
+
+
+RETIRED_DEPLOYMENTS = [
+    "delivery/ci",
+    "release/pre",
+    "release/prod",
+    "base-images/ci",
+    "gitlab-reconcile/every-5-minutes",
+    "log-maintenance/nightly",
+    "stack-check/ci",
+    "stack-check/pre",
+    "stack-check/prod",
+]
+"""Deployments earlier versions applied: names that said where a run goes, not what it does, and the
+stack checks that only tests need. Removed so that operators see each deployment once; their runs stay."""
+
+
+def _remove_retired_deployments(specs: list[DeploymentSpec], report: Report) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    current = {f"{flow_name(spec)}/{spec.name}" for spec in specs}
+    with get_client(sync_client=True) as client:
+        for name in RETIRED_DEPLOYMENTS:
+            if name in current:
+                continue
+            try:
+                deployment = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            client.delete_deployment(deployment.id)
+            report(f"  prefect      removed deployment {name}: renamed or test plumbing")
 
 
 CRASH_UNRESPONSIVE_RUNS = "shipline-crash-unresponsive-runs"

@@ -22,7 +22,7 @@ from shipline.logs.records import LogRecord, Tags
 from shipline.logs.store import LogStore, day_of
 from shipline.logs.stores import open_store
 
-DEPLOYMENT = "log-maintenance/nightly"
+DEPLOYMENT = "log-maintenance/log-maintenance-nightly"
 
 
 def seed(store: LogStore, app: str, day: date, count: int) -> None:

@@ -11,6 +11,7 @@ from shipline.etcd_client import connect
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import Release, ReleaseStatus, list_releases
+from shipline.release.lifecycle import release_deployment
 from shipline.release.plan import ReleaseRequest
 from shipline.release.ports import reserved_ports
 from shipline.spec import AutoTests, HttpCheck, ServiceSpec
@@ -65,7 +66,7 @@ def held_ports(settings: Settings, app: str) -> list[int]:
 
 def deliver(req: ReleaseRequest) -> FlowRun:
     return run_deployment_and_wait(
-        "release/pre", parameters={"request": req.model_dump(mode="json")}, timeout=300
+        release_deployment("pre"), parameters={"request": req.model_dump(mode="json")}, timeout=300
     )
 
 

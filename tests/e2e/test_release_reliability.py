@@ -22,6 +22,7 @@ from shipline.docker import docker_client
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
+from shipline.release.lifecycle import release_deployment
 from shipline.release.plan import ReleaseRequest
 from shipline.spec import EnvironmentSettings
 from shipline.stack.lifecycle import up
@@ -91,7 +92,9 @@ def _paused_run(app: str) -> FlowRun:
 
         def paused() -> FlowRun | None:
             for run in client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["pre"])),
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=[release_deployment("pre").split("/")[1]])
+                ),
                 flow_run_filter=FlowRunFilter(),
                 limit=20,
                 sort="START_TIME_DESC",  # type: ignore[arg-type]
@@ -141,7 +144,7 @@ def test_release_waits_for_approval(
         target=lambda: result.__setitem__(
             "run",
             run_deployment_and_wait(
-                "release/pre", parameters={"request": req.model_dump(mode="json")}, timeout=300
+                release_deployment("pre"), parameters={"request": req.model_dump(mode="json")}, timeout=300
             ),
         )
     )
@@ -192,7 +195,9 @@ def test_worker_killed_mid_deploy_leaves_the_live_release_serving(settings: Sett
     stuck = request(settings, app, "v2", expect="v2", command=["sleep", "600"], health_timeout_seconds=600)
     started = cast(
         FlowRun,
-        run_deployment("release/pre", parameters={"request": stuck.model_dump(mode="json")}, timeout=0),
+        run_deployment(
+            release_deployment("pre"), parameters={"request": stuck.model_dump(mode="json")}, timeout=0
+        ),
     )
     client = docker_client(settings.docker_url)
     assert eventually(

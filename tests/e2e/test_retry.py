@@ -16,6 +16,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 
 from shipline.config import Settings
+from shipline.delivery import stage_name
 from shipline.docker import docker_client
 from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
@@ -57,7 +58,7 @@ def task_states(run_id: UUID) -> dict[str, list[str]]:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     found: dict[str, list[str]] = {}
     for run in sorted(runs, key=lambda r: r.created or r.expected_start_time):  # type: ignore[arg-type, return-value]
-        name = run.name.rsplit("-", 1)[0]  # Prefect names a task run "{task}-{3 hex digits}"
+        name = stage_name(run)
         found.setdefault(name, []).append(str(run.state.name) if run.state else "?")
     return found
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -39,9 +40,17 @@ from shipline.release.lifecycle import release_history
 from tests.cli import shipline
 from tests.fake_gitlab import FakeGitLab
 from tests.gitlab_payloads import PUSH, headers
+from tests.secrets_check import places_holding, run_tree
 from tests.waiting import eventually
 
-SECRET = "webhook-secret-of-the-test"
+SECRET = f"webhook-secret-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def fake_gitlab() -> Iterator[FakeGitLab]:
+    """A fake GitLab whose token is this test's own: no earlier run can have left it in a log."""
+    with FakeGitLab(token=f"glpat-{uuid.uuid4().hex[:20]}") as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -110,9 +119,11 @@ def test_a_push_is_delivered_to_prod_and_reported_on_its_commit(
     project = f"group/{app}"
     repository = resolve_source(str(sample), sources_dir=tmp_path / "sources")
     sha = git_head(repository)
-    fake_gitlab.add_project(project, branches={"main": sha}, repository=repository)
+    # Served over HTTP like a private GitLab project: onboarding and every checkout need the token.
+    fake_gitlab.add_project(project, branches={"main": sha}, serve=repository)
+    clone_url = f"{fake_gitlab.url}/{project}.git"
 
-    added = shipline("apps", "add", repository, "--project", project, "--json")
+    added = shipline("apps", "add", clone_url, "--project", project, "--json")
     assert added.returncode == 0, added.stderr
     assert json.loads(added.stdout)["webhook"] == "created"
     (hook,) = fake_gitlab.hooks(project)
@@ -155,6 +166,14 @@ def test_a_push_is_delivered_to_prod_and_reported_on_its_commit(
             "success",
         ]
     assert {p.target_url for p in fake_gitlab.project(project).statuses[sha]} == {target}
+    assert ("GET", f"/{project}.git/info/refs") in fake_gitlab.requests  # checked out with the token
+    # No secret in any log line, artifact, parameter or state message of the delivery and its releases,
+    # nor in the stack's logs: neither the GitLab token nor the webhook secret.
+    runs = run_tree(UUID(run_id))
+    assert len(runs) == 3  # the delivery, release-to-pre, release-to-prod
+    logs = list(settings.log_dir.glob("*.log"))
+    for secret in (fake_gitlab.token, SECRET):
+        assert places_holding(secret, runs, logs) == []
     (comment,) = fake_gitlab.comments(project, sha)
     (prod,) = release_history(app, "prod", etcd_url=settings.etcd_url)
     release_run = f"{settings.prefect_url}/runs/flow-run/{prod.flow_run_id}"  # the run that made it live
@@ -168,7 +187,7 @@ def test_a_push_is_delivered_to_prod_and_reported_on_its_commit(
     fake_gitlab.advance_branch(project, "main", missed)
     outcomes = []
     for _ in range(2):
-        reconcile = run_deployment_and_wait("gitlab-reconcile/every-5-minutes", timeout=120)
+        reconcile = run_deployment_and_wait("gitlab-reconcile/reconcile-gitlab-every-5-minutes", timeout=120)
         assert reconcile.state is not None and reconcile.state.is_completed(), reconcile.state
         outcomes.append({c.app: c.outcome for c in reconcile.state.result()}[app])
     assert outcomes == ["started", "already delivered"]
@@ -184,7 +203,9 @@ def test_a_push_is_delivered_to_prod_and_reported_on_its_commit(
 def test_the_reconcile_deployment_runs_every_five_minutes(settings: Settings) -> None:
     with get_client(sync_client=True) as client:
         (deployment,) = client.read_deployments(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["every-5-minutes"]))
+            deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["reconcile-gitlab-every-5-minutes"])
+            )
         )
     (schedule,) = deployment.schedules
     assert schedule.active

@@ -6,15 +6,20 @@ import os
 import signal
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
 
 import aetcd
 import docker
 import httpx
 import pytest
 
-from shipline.config import Settings
+from shipline.config import POOLS, PROJECT_ROOT, Settings
 from tests.waiting import eventually
+
+STACK_CHECK = "flows/stack_check.py:stack_check"
 
 
 def _tiny_image(client: docker.DockerClient, repository: str, tag: str) -> str:
@@ -90,11 +95,31 @@ def test_nginx_serves_a_rendered_server_block_after_reload(settings: Settings, t
         os.kill(int((settings.nginx_dir / "nginx.pid").read_text()), signal.SIGHUP)
 
 
+@pytest.fixture(scope="module")
+def stack_check_deployments(settings: Settings) -> Iterator[None]:
+    """The stack-check flow deployed once per pool for these tests only: operators never see it."""
+    from prefect import Flow
+    from prefect.client.orchestration import get_client
+
+    flow = cast(Flow[..., Any], Flow.from_source(source=str(PROJECT_ROOT), entrypoint=STACK_CHECK))
+    # Called from synchronous code, Prefect's dual sync/async methods return values, not coroutines.
+    ids = [
+        cast(UUID, cast(Any, flow).to_deployment(name=f"{pool}-test", work_pool_name=pool).apply())
+        for pool in POOLS
+    ]
+    yield
+    with get_client(sync_client=True) as client:
+        for deployment_id in ids:
+            client.delete_deployment(deployment_id)
+
+
 @pytest.mark.parametrize("pool", ["prod", "ci"])
-def test_a_deployment_run_goes_to_its_pools_worker_only(settings: Settings, pool: str) -> None:
+def test_a_deployment_run_goes_to_its_pools_worker_only(
+    settings: Settings, pool: str, stack_check_deployments: None
+) -> None:
     from shipline.flow_runs import run_deployment_and_wait
 
-    flow_run = run_deployment_and_wait(f"stack-check/{pool}", timeout=120)
+    flow_run = run_deployment_and_wait(f"stack-check/{pool}-test", timeout=120)
     assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
     identity = flow_run.state.result()
     assert (identity.pool, identity.worker) == (pool, f"shipline-{pool}")

@@ -1,23 +1,60 @@
 """Layered images on the real engine and registry: busybox OS -> host-jre middleware -> app."""
 
+import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from shipline.build.images import build_app_image, ensure_middleware_image, ensure_os_image, rebase_app_image
-from shipline.build.registry import Registry, push_image
+from shipline.build import app_image
+from shipline.build.images import ensure_middleware_image, ensure_os_image
+from shipline.build.registry import PushedImage, Registry, push_image
 from shipline.config import Settings
 from shipline.docker import docker_client
 from shipline.errors import PushError
-from shipline.spec import ImageSpec, LayerRef
+from shipline.spec import LayerRef
 from tests.images import layer_digests
+
+COMMITTED = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
 
 def log(line: str) -> None:
     """Build output is not what these tests look at."""
+
+
+def build_and_push(
+    registry: Registry,
+    *,
+    app: str,
+    sha: str,
+    artifact: Path,
+    middleware: PushedImage,
+    scratch: Path,
+    command: list[str],
+    copy_to: str = "/app",
+) -> PushedImage:
+    """Assemble the app image of ``artifact`` (its workspace: the artifact's parent) and push it."""
+    built = app_image.build(
+        registry,
+        repository=registry.app_repository(app),
+        tag=sha,
+        artifact=artifact,
+        workspace=artifact.parent,
+        copy_to=copy_to,
+        workdir=copy_to,
+        command=command,
+        labels=app_image.app_labels(
+            app=app, sha=sha, source="file:///x", committed=COMMITTED, middleware=middleware, copy_to=copy_to
+        ),
+        created=COMMITTED,
+        middleware=middleware,
+        directory=scratch,
+        log=log,
+    )
+    return app_image.push(registry, built, log)
 
 
 @pytest.fixture(scope="module")
@@ -76,31 +113,95 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     artifact = tmp_path / "build" / "hello.txt"
     artifact.parent.mkdir()
     artifact.write_text("hello\n")
-    spec = ImageSpec(os=os_layer, middleware=middleware_layer, command=["cat", "/app/hello.txt"])
     app = f"imgtest-{version}"
-    image_id = build_app_image(
-        client,
-        registry=Registry(address=settings.registry_address),
+    registry = Registry(address=settings.registry_address)
+    pushed = build_and_push(
+        registry,
         app=app,
         sha="f" * 40,
-        source="file:///x",
         artifact=artifact,
-        image=spec,
         middleware=middleware,
-        log=log,
+        scratch=tmp_path / "image",
+        command=["cat", "/app/hello.txt"],
     )
-    app_layers = layer_digests(client, image_id)
+    assert registry.manifest_digest(pushed.repository, "f" * 40) == pushed.digest
+    client.images.pull(pushed.by_digest)  # the engine reads what was pushed: it was never built there
+    app_layers = layer_digests(client, pushed.by_digest)
     assert app_layers[:-1] == layer_digests(client, middleware.by_digest)  # exactly one layer on top
-    labels = client.images.get(image_id).labels
-    assert labels["org.opencontainers.image.revision"] == "f" * 40
-    assert labels["shipline.app"] == app and "org.opencontainers.image.created" in labels
-    pushed = push_image(client, f"{settings.registry_address}/apps/{app}", "f" * 40, log)
-    assert (
-        Registry(address=settings.registry_address).manifest_digest(pushed.repository, "f" * 40)
-        == pushed.digest
-    )
+    image = client.images.get(pushed.by_digest)
+    assert image.labels["org.opencontainers.image.revision"] == "f" * 40
+    assert image.labels["shipline.app"] == app
+    assert image.labels["org.opencontainers.image.created"] == "2026-11-02T09:30:00Z"
+    assert image.attrs["Created"].startswith("2026-11-02T09:30:00")
     output = client.containers.run(pushed.by_digest, remove=True, network_mode="host")
     assert output == b"hello\n"
+
+
+def test_one_commit_built_twice_has_one_digest(
+    settings: Settings, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """Another run, another checkout (new file times), the same commit: the same digest, nothing re-sent."""
+    middleware = _small_middleware(settings, client, tmp_path)
+    registry = Registry(address=settings.registry_address)
+    app = f"repro-{uuid.uuid4().hex[:8]}"
+    digests = []
+    for run in ("first", "second"):
+        dist = tmp_path / run / "dist"
+        (dist / "bin").mkdir(parents=True)
+        (dist / "bin" / "start").write_text("#!/bin/sh\necho started\n")
+        (dist / "bin" / "start").chmod(0o700 if run == "first" else 0o750)  # normalised to 0755
+        (dist / "static").mkdir()
+        (dist / "static" / "index.html").write_text("<h1>hello</h1>\n")
+        (dist / "current").symlink_to("bin/start")
+        stamp = 1_700_000_000 if run == "first" else 1_800_000_000
+        for path in dist.rglob("*"):
+            os.utime(path, (stamp, stamp), follow_symlinks=False)
+        pushed = build_and_push(
+            registry,
+            app=app,
+            sha="a" * 40,
+            artifact=dist,
+            middleware=middleware,
+            scratch=tmp_path / run / "image",
+            command=["/app/current"],
+        )
+        digests.append(pushed.digest)
+    assert digests[0] == digests[1]
+    image = f"{registry.app_repository(app)}@{digests[0]}"
+    assert client.containers.run(image, remove=True, network_mode="host") == b"started\n"
+
+    # A changed file is another image.
+    (tmp_path / "second" / "dist" / "static" / "index.html").write_text("<h1>changed</h1>\n")
+    changed = build_and_push(
+        registry,
+        app=app,
+        sha="a" * 40,
+        artifact=tmp_path / "second" / "dist",
+        middleware=middleware,
+        scratch=tmp_path / "third",
+        command=["/app/current"],
+    )
+    assert changed.digest != digests[0]
+
+
+def _small_middleware(settings: Settings, client: docker.DockerClient, tmp_path: Path) -> PushedImage:
+    version = f"p{uuid.uuid4().hex[:8]}"
+    registry = Registry(address=settings.registry_address)
+    os_image = ensure_os_image(
+        client,
+        registry=registry,
+        layer=LayerRef(name="busybox", version=version),
+        cache_dir=tmp_path / "rootfs",
+        mirror="",
+        log=log,
+    )
+    return ensure_middleware_image(
+        client,
+        registry=registry,
+        layer=LayerRef(name="host-jre", version=version),
+        os_image=os_image,
+        log=log,
+    )
 
 
 def test_missing_tag_has_no_digest(settings: Settings) -> None:
@@ -134,25 +235,18 @@ def test_app_moves_onto_new_layers_without_recompiling(
     artifact = tmp_path / "dist"
     artifact.mkdir()
     (artifact / "hello.txt").write_text("built once\n")
-    spec = ImageSpec(
-        os=os_layer,
-        middleware=middleware_layer,
-        command=["cat", "/opt/app/hello.txt"],
-        copy_artifact_to="/opt/app",
-    )
     app = f"rebase-{version}"
-    build_app_image(
-        client,
-        **layers,
+    registry = layers["registry"]
+    old_app = build_and_push(
+        registry,
         app=app,
         sha="e" * 40,
-        source="file:///x",
         artifact=artifact,
-        image=spec,
         middleware=old_mw,
-        log=log,
+        scratch=tmp_path / "image",
+        command=["cat", "/opt/app/hello.txt"],
+        copy_to="/opt/app",
     )
-    old_app = push_image(client, f"{settings.registry_address}/apps/{app}", "e" * 40, log)
 
     # An OS update: the layers are rebuilt (a new root filesystem), the app is moved onto them.
     new_os = ensure_os_image(
@@ -162,9 +256,17 @@ def test_app_moves_onto_new_layers_without_recompiling(
         client, **layers, layer=middleware_layer, os_image=new_os, log=log, rebuild=True
     )
     assert new_mw.digest != old_mw.digest
-    rebased = rebase_app_image(
-        client, **layers, app_image=old_app.by_digest, middleware=new_mw, tag="e" * 40 + "-2", log=log
+    rebased = app_image.rebase(
+        registry, app_image=old_app.by_digest, middleware=new_mw, directory=tmp_path / "rebased", log=log
     )
+    assert rebased.tag == f"{'e' * 40}-{middleware_layer.version}"
+    client.images.pull(rebased.by_digest)
     assert layer_digests(client, rebased.by_digest)[:-1] == layer_digests(client, new_mw.by_digest)
     assert client.containers.run(rebased.by_digest, remove=True, network_mode="host") == b"built once\n"
     assert client.images.get(rebased.by_digest).labels["org.opencontainers.image.revision"] == "e" * 40
+    assert client.images.get(rebased.by_digest).labels["shipline.middleware"] == new_mw.by_digest
+    # Moving the same image onto the same middleware again gives the same digest.
+    again = app_image.rebase(
+        registry, app_image=old_app.by_digest, middleware=new_mw, directory=tmp_path / "again", log=log
+    )
+    assert again.digest == rebased.digest

@@ -1,13 +1,14 @@
 """A registry that is down during the push: the task retries with backoff, then fails clearly."""
 
+from pathlib import Path
 from uuid import UUID
 
 from prefect import flow
 from prefect.client.orchestration import get_client
 
 from blocks.registry import ShiplineRegistry
+from shipline.build.app_image import BuiltImage
 from shipline.config import Settings
-from shipline.docker import docker_client
 from shipline.spec import parse_spec
 from tasks.image import push_app_image
 
@@ -22,24 +23,28 @@ image:
 
 
 def test_push_to_a_dead_registry_is_retried_then_fails(
-    settings: Settings, app: str, registry_block: ShiplineRegistry
+    settings: Settings, app: str, registry_block: ShiplineRegistry, tmp_path: Path
 ) -> None:
     spec = parse_spec(SPEC.format(app=app))
-    client = docker_client(settings.docker_url)
     # The registry block points where nothing listens: the registry is down.
     ShiplineRegistry(address="127.0.0.1:1").save("default", overwrite=True)
-    client.api.tag(client.images.list()[0].id, f"127.0.0.1:1/apps/{app}", "a" * 40)
+    (tmp_path / "manifest.json").write_text('{"layers": [], "config": {"digest": "sha256:0"}}')
+    built = BuiltImage(
+        repository=f"127.0.0.1:1/apps/{app}",
+        tag="a" * 40,
+        directory=tmp_path,
+        digest="sha256:0",
+        media_type="application/vnd.docker.distribution.manifest.v2+json",
+        base_repository="127.0.0.1:1/shipline/middleware/host-jre",
+    )
     attempt = push_app_image.with_options(retry_delay_seconds=[0.1, 0.2, 0.4])
 
     @flow(name="push-retries-test")
     def push_once() -> dict[str, str]:
-        state = attempt(spec, "a" * 40, return_state=True)
+        state = attempt(spec, built, return_state=True)
         return {"type": state.type.value, "task_run": str(state.state_details.task_run_id)}
 
-    try:
-        outcome = push_once()
-    finally:
-        client.images.remove(f"127.0.0.1:1/apps/{app}:{'a' * 40}")
+    outcome = push_once()
     assert outcome["type"] == "FAILED"
     with get_client(sync_client=True) as prefect:
         task_run = prefect.read_task_run(UUID(outcome["task_run"]))

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from shipline.config import Settings
-from shipline.discovery.instances import list_instances
+from shipline.discovery.instances import clear_release, list_instances, withdraw_clearances
 from shipline.discovery.registrator import Registrator
 from shipline.docker import docker_client
 from tests.images import busybox_web_image, free_ports, run_instance
@@ -130,6 +130,47 @@ async def test_restart_keeps_keys_and_removes_orphans(
     stop.set()
     await asyncio.wait_for(task, timeout=10)
     await orphan_lease.revoke()
+
+
+async def test_an_instance_of_an_uncleared_release_is_never_registered(
+    settings: Settings, image: str, app: str, etcd: aetcd.Client, daemon: Registrator
+) -> None:
+    """Verified before traffic: healthy is not enough, the release must be cleared — before and after a
+    restart of the registrator (its resync), and at once when the clearance comes."""
+    client = docker_client(settings.docker_url)
+    verified, unverified = free_ports(2)
+    run_instance(client, image, app=app, env="regtest", port=verified, release=1)
+    run_instance(client, image, app=app, env="regtest", port=unverified, release=2)
+    try:
+        # Both answer their health path; neither release is cleared. Nothing to poll for: a fixed wait of
+        # twenty health probes.
+        await asyncio.sleep(2)
+        assert await keys(etcd, app) == []
+        await clear_release(etcd, app, "regtest", 1, "sha256:" + "1" * 64)
+        assert await eventually_async(
+            lambda: _has(etcd, app, [verified]), timeout=10, what="the cleared release's instance registered"
+        )
+        # A registrator that starts now (a restart, a resync) registers the cleared one, never the other.
+        again = Registrator(
+            docker_url=settings.docker_url,
+            etcd_url=settings.etcd_url,
+            ip="127.0.0.1",
+            envs=["regtest"],
+            ttl=3,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(again.run(stop))
+
+        async def resynced() -> bool:
+            return again.healthy
+
+        assert await eventually_async(resynced, timeout=30, what="the second registrator's resync")
+        await asyncio.sleep(1)
+        assert await keys(etcd, app) == [verified]
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    finally:
+        await withdraw_clearances(etcd, app, "regtest")
 
 
 async def _has(etcd: aetcd.Client, app: str, ports: list[int]) -> bool:

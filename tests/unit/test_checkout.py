@@ -148,3 +148,26 @@ class _FailedState:
 )
 def test_retries_only_transient_failures(error: Exception, retried: bool) -> None:
     assert retry_if_transient(None, None, _FailedState(error)) is retried
+
+
+def test_a_private_repository_over_https_needs_the_token_and_it_never_reaches_disk(
+    repo: Path, tmp_path: Path
+) -> None:
+    """GitLab smart HTTP (the fake runs `git http-backend`): only with the token does the commit come."""
+    from tests.fake_gitlab import FakeGitLab
+
+    bare = tmp_path / "served.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    with FakeGitLab(token="glpat-only-this-one") as gitlab:
+        gitlab.add_project(
+            "group/app", branches={"main": git("rev-parse", "main", cwd=repo)}, serve=str(bare)
+        )
+        url = f"{gitlab.url}/group/app.git"
+        with pytest.raises(CheckoutError):
+            checkout(url, ref="main", workspace=tmp_path / "denied", token=SecretStr("wrong"))
+        done = checkout(url, ref="v2", workspace=tmp_path / "ws", token=SecretStr("glpat-only-this-one"))
+    assert done.sha == git("rev-parse", "v2^{commit}", cwd=repo)
+    assert (done.workspace / "VERSION").read_text() == "2"
+    for path in (tmp_path / "ws").rglob("*"):
+        if path.is_file():
+            assert b"glpat-only-this-one" not in path.read_bytes(), path

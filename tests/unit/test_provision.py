@@ -9,14 +9,35 @@ from shipline.errors import ConfigError
 from shipline.stack import provision
 
 
-def test_every_pool_has_a_stack_check_deployment() -> None:
+def test_deployment_names_say_what_a_run_does_and_test_plumbing_is_not_deployed() -> None:
     specs = provision.load_deployments()
-    by_pool = {
-        spec.work_pool.name: spec for spec in specs if spec.entrypoint.startswith("flows/stack_check.py")
-    }
-    assert sorted(by_pool) == sorted(POOLS)
-    assert {provision.flow_name(spec) for spec in by_pool.values()} == {"stack-check"}
+    names = {f"{provision.flow_name(spec)}/{spec.name}": spec for spec in specs}
+    assert {
+        "delivery/delivery",
+        "release/release-to-pre",
+        "release/release-to-prod",
+        "base-images/rebuild-base-layers",
+        "gitlab-reconcile/reconcile-gitlab-every-5-minutes",
+        "log-maintenance/log-maintenance-nightly",
+    } <= set(names)
     assert all(spec.flow_file.is_file() for spec in specs)
+    assert not [name for name in names if name.startswith("stack-check/")]
+    # No bold name in the UI is a bare pool name, and each deployment says what it does.
+    assert not {spec.name for spec in specs} & set(POOLS)
+    assert all(spec.description and len(spec.description) > 40 for spec in specs)
+    # The release deployments run on their environment's pool, as release_deployment() names them.
+    from shipline.release.lifecycle import release_deployment
+
+    assert names[release_deployment("pre")].work_pool.name == "pre"
+    assert names[release_deployment("prod")].work_pool.name == "prod"
+
+
+def test_renamed_deployments_are_retired_not_left_beside_the_new_ones() -> None:
+    current = {f"{provision.flow_name(spec)}/{spec.name}" for spec in provision.load_deployments()}
+    assert not current & set(provision.RETIRED_DEPLOYMENTS)
+    assert {"delivery/ci", "release/pre", "release/prod", "stack-check/ci"} <= set(
+        provision.RETIRED_DEPLOYMENTS
+    )
 
 
 def test_work_pools_are_process_pools() -> None:
@@ -56,7 +77,11 @@ def test_fingerprint_follows_the_deployment_file(monkeypatch: pytest.MonkeyPatch
 
 def test_log_maintenance_is_deployed_nightly_on_the_ci_pool() -> None:
     (spec,) = [s for s in provision.load_deployments() if s.entrypoint.startswith("flows/log_maintenance.py")]
-    assert (provision.flow_name(spec), spec.name, spec.work_pool.name) == ("log-maintenance", "nightly", "ci")
+    assert (provision.flow_name(spec), spec.name, spec.work_pool.name) == (
+        "log-maintenance",
+        "log-maintenance-nightly",
+        "ci",
+    )
     assert [(s.cron, s.timezone, s.active) for s in spec.schedules] == [("0 3 * * *", "UTC", True)]
     assert spec.description
 

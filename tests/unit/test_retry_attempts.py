@@ -26,6 +26,8 @@ def test_the_release_flow_calls_only_tasks_that_run_again_on_a_retry() -> None:
         "start_instances",
         "wait_for_health",
         "run_release_tests",
+        "clear_for_traffic",
+        "withdraw_traffic",
         "retire_instances",
     } <= set(found)
     cached = sorted(name for name, t in found.items() if t.cache_policy is not NO_CACHE)

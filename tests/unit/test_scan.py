@@ -16,10 +16,13 @@ def write_app(root: Path, *, clean: bool) -> None:
         )
 
 
-def test_clean_code_passes(tmp_path: Path) -> None:
+def test_clean_code_passes_and_each_command_is_logged(tmp_path: Path) -> None:
     write_app(tmp_path, clean=True)
-    report = run_local_scan(tmp_path, ScanSpec(paths=["app"]))
+    said: list[str] = []
+    report = run_local_scan(tmp_path, ScanSpec(paths=["app"]), log=said.append)
     assert report.passed and report.findings == []
+    assert [line.split()[:2] for line in said] == [["$", "ruff"], ["$", "bandit"]]
+    assert all(line.endswith(" app") for line in said)
 
 
 def test_findings_over_threshold_fail_the_gate(tmp_path: Path) -> None:
