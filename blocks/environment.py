@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from blocks.documents import load_document
+from shipline.names import validate_name
 
 
 class ShiplineEnvironment(Block):
@@ -35,6 +36,18 @@ class ShiplineEnvironment(Block):
     requires_approval: bool = Field(
         default=False, description="Pause for an operator's approval before deploying."
     )
+    requires_passed: list[str] | None = Field(
+        default=None,
+        description="Environments where the same image digest must have gone live first. Unset: prod "
+        "requires pre, others nothing; an empty list lets any digest in.",
+    )
+
+    @field_validator("requires_passed")
+    @classmethod
+    def _environment_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            validate_name(name, what="environment")
+        return value
 
     @model_validator(mode="after")
     def _range_ordered(self) -> ShiplineEnvironment:

@@ -20,7 +20,13 @@ from tasks.deploy import (
 )
 from tasks.notify import send_release_notice
 from tasks.ports import allocate_instance_ports, free_instance_ports
-from tasks.releases import close_release, ensure_deploy_limit, fail_abandoned_releases, open_release
+from tasks.releases import (
+    check_road,
+    close_release,
+    ensure_deploy_limit,
+    fail_abandoned_releases,
+    open_release,
+)
 from tasks.traffic import clear_for_traffic, withdraw_traffic
 
 DEPLOY_LOCK_LEASE_SECONDS = 60
@@ -32,6 +38,8 @@ within this plus the Prefect server's repossessor interval (15 s). Prefect's min
 def release(request: ReleaseRequest) -> Release:
     """Deploy an app's image digest to an environment and make it live, or leave the previous release serving.
 
+    0. the road: the digest must have gone live first where the environment's block requires
+       (``requires_passed``; unset, PROD requires PRE) — a refusal names the environment it has not passed;
     1. approval, when the environment's block or the app's spec (``requires_approval``) asks for it
        (answer in this run's form, or `shipline approve`);
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
@@ -50,6 +58,7 @@ def release(request: ReleaseRequest) -> Release:
     ports, new instances, the auto-tests against them.
     """
     environment = ShiplineEnvironment.for_env(request.env)
+    check_road(request, environment)
     approve_release(request, required=request.requires_approval(environment.requires_approval))
     lock = ensure_deploy_limit(request.app, request.env)
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 
 from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
-from shipline.release import lifecycle
+from shipline.release import lifecycle, road
 from shipline.release.history import Release, ReleaseStatus
 from shipline.release.plan import ReleaseRequest
 from shipline.retries import retry_if_transient
@@ -46,6 +46,23 @@ def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment
             ", ".join(i.name for i in doomed) or "no instance",
         )
     return sorted(r.number for r in releases)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+def check_road(request: ReleaseRequest, environment: ShiplineEnvironment) -> list[int]:
+    """Refuse the digest unless it went live first where the environment's block requires (PROD: PRE)."""
+    required = road.required_before(request.env, environment.requires_passed)
+    etcd_url = load_settings().etcd_url
+    passed = road.check_road(
+        app=request.app,
+        env=request.env,
+        digest=request.digest,
+        required=required,
+        history=lambda env: lifecycle.release_history(request.app, env, etcd_url=etcd_url),
+    )
+    for before, number in zip(required, passed, strict=True):
+        get_run_logger().info("%s passed %s as release %s", request.digest, before, number)
+    return passed
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)

@@ -11,7 +11,7 @@ from shipline.etcd_client import connect
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import Release, ReleaseStatus, list_releases
-from shipline.release.lifecycle import release_deployment
+from shipline.release.lifecycle import release_deployment, release_history
 from shipline.release.plan import ReleaseRequest
 from shipline.release.ports import reserved_ports
 from shipline.spec import AutoTests, HttpCheck, ServiceSpec
@@ -118,3 +118,29 @@ def test_cli_rollback_without_history_is_a_clear_error(settings: Settings, app: 
     done = shipline("rollback", app, "--env", "pre", timeout=60)
     assert done.returncode == 1
     assert "error: there is no release to roll back to" in done.stderr
+
+
+def test_prod_takes_only_a_digest_that_went_live_in_pre(settings: Settings, app: str) -> None:
+    """The road is the prod block's rule, enforced by the release flow: a run of release-to-prod started
+    directly is refused until the same digest went live in PRE, then accepted."""
+    pre = request(settings, app, "v1", expect="v1")
+    prod = pre.model_copy(update={"env": "prod"})
+
+    def to_prod() -> FlowRun:
+        return run_deployment_and_wait(
+            release_deployment("prod"), parameters={"request": prod.model_dump(mode="json")}, timeout=300
+        )
+
+    refused = to_prod()
+    assert refused.state is not None and refused.state.is_failed(), refused.state
+    assert "has not passed pre: prod takes only a digest that went live in pre" in str(refused.state.message)
+    assert release_history(app, "prod", etcd_url=settings.etcd_url) == []  # nothing was opened, nothing ran
+    assert running_instances(docker_client(settings.docker_url), app=app, env="prod") == []
+
+    live_in_pre = deliver(pre)
+    assert live_in_pre.state is not None and live_in_pre.state.is_completed(), live_in_pre.state
+    accepted = to_prod()
+    assert accepted.state is not None and accepted.state.is_completed(), accepted.state
+    assert [r.status for r in release_history(app, "prod", etcd_url=settings.etcd_url)] == [
+        ReleaseStatus.LIVE
+    ]
