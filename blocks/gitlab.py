@@ -7,7 +7,7 @@ from typing import ClassVar, cast
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from shipline.gitlab.api import GitLabProject
+from shipline.gitlab.api import GitLabProject, token_may_go_to
 
 DEFAULT = "default"
 
@@ -30,6 +30,12 @@ class ShiplineGitLab(Block):
             return cast(ShiplineGitLab, cls.load(DEFAULT))
         except ValueError:
             return None
+
+    def token_for(self, source: str) -> SecretStr | None:
+        """The token, for a clone of ``source`` only when ``source`` is on this GitLab: the same host and
+        port, over https (plain http only on loopback, where nothing can listen in). Any other source —
+        ``http://elsewhere/x.git`` named in a delivery — gets no token."""
+        return self.token if token_may_go_to(source, self.url) else None
 
     def project(self, path: str) -> GitLabProject:
         """The GitLab project ``path`` (``group/name``), reached with this block's token."""

@@ -531,7 +531,7 @@ def apps_add(
         gitlab=gitlab.project(project) if gitlab is not None and project is not None else None,
         webhook_url=current.webhook_url,
         webhook_secret=gitlab.webhook_secret if gitlab is not None else None,
-        token=gitlab.token if gitlab is not None and repository.startswith(("http://", "https://")) else None,
+        token=gitlab.token_for(repository) if gitlab is not None else None,
     )
     if as_json:
         typer.echo(done.model_dump_json(indent=2))

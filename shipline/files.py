@@ -24,3 +24,24 @@ def write_atomically(path: Path, text: str, *, mode: int | None = None) -> None:
     if mode is not None:
         os.chmod(tmp, mode)
     tmp.replace(path)
+
+
+def inside(root: Path, relative: str, *, what: str) -> Path:
+    """``root / relative``, refused when any link on the way (or the path itself) leads out of ``root``.
+
+    For paths a repository names (its artifact, JUnit report, scan paths): the repository's content is
+    untrusted, and a link such as ``reports -> /etc`` must not make Shipline read or delete a host file.
+
+    Raises:
+        BuildError: naming ``what`` and the path, when it resolves outside ``root``.
+    """
+    from shipline.errors import BuildError
+
+    path = root / relative
+    real_root = root.resolve()
+    if not path.resolve().is_relative_to(real_root):
+        raise BuildError(
+            f"{what} {relative} leads out of the workspace (a symbolic link on its path points outside)",
+            hint="paths in shipline.yaml must stay inside the repository; links inside it are fine",
+        )
+    return path

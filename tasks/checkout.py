@@ -12,16 +12,16 @@ from shipline.config import load_settings
 from shipline.retries import retry_if_transient
 
 
-def _gitlab_token() -> SecretStr | None:
+def _gitlab_token(source: str) -> SecretStr | None:
     gitlab = ShiplineGitLab.configured()
-    return gitlab.token if gitlab is not None else None  # no GitLab: local and file:// sources need none
+    return gitlab.token_for(source) if gitlab is not None else None  # only to the GitLab's own host
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def checkout_source(source: str, ref: str | None) -> CheckoutResult:
     """Fetch one commit of the app's repository (shallow) into this run's workspace."""
     workspace = load_settings().workspaces_dir / str(flow_run.get_id() or "adhoc")
-    token = _gitlab_token() if source.startswith(("http://", "https://")) else None
+    token = _gitlab_token(source)
     result = checkout(source, ref=ref, workspace=workspace, token=token)
     get_run_logger().info("checked out %s at %s into %s", result.ref, result.sha, result.workspace)
     return result

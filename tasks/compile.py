@@ -11,6 +11,7 @@ from shipline.build.registry import PushedImage
 from shipline.config import load_settings
 from shipline.docker import run_in_image
 from shipline.errors import BuildError
+from shipline.files import inside
 from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.spec import AppSpec
 
@@ -33,7 +34,7 @@ def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: st
             f"{spec.app}: the build command exited {done.code}; its last lines:\n{done.tail_text()}",
             hint="read this task's log for the whole output",
         )
-    artifact = workspace / spec.build.artifact
+    artifact = inside(workspace, spec.build.artifact, what="build.artifact")
     if not artifact.exists():
         raise BuildError(f"{spec.app}: the build left no {spec.build.artifact}", hint="check build.artifact")
     return artifact

@@ -13,6 +13,7 @@ from shipline.build.registry import PushedImage
 from shipline.config import load_settings
 from shipline.docker import run_in_image
 from shipline.errors import TestFailure
+from shipline.files import inside
 from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.spec import AppSpec
 
@@ -23,8 +24,10 @@ def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha:
     if spec.test is None:
         get_run_logger().warning("%s declares no unit tests", spec.app)
         return None
-    report = workspace / spec.test.junit
-    report.unlink(missing_ok=True)  # a stale report must not pass for this run's
+    report = inside(workspace, spec.test.junit, what="test.junit")
+    report.unlink(
+        missing_ok=True
+    )  # a stale report must not pass for this run's (a link goes, not its target)
     done = run_in_image(
         ShiplineRegistry.current().docker_client(load_settings().docker_url),
         image=middleware.by_digest,
@@ -33,7 +36,7 @@ def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha:
         mounts=spec.build.mounts,
         log=get_run_logger().info,
     )
-    summary = parse_junit(report)
+    summary = parse_junit(inside(workspace, spec.test.junit, what="test.junit"))  # the tests ran meanwhile
     rows = [
         {"test": c.name, "outcome": c.outcome, "seconds": round(c.seconds, 3), "message": c.message}
         for c in summary.failures + [s for s in summary.slowest if s not in summary.failures]

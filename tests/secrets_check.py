@@ -4,10 +4,12 @@ the stack's log files. A delivery must leave a token in none of them."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from uuid import UUID
 
+import docker
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -85,3 +87,25 @@ def places_holding(secret: str, run_ids: list[UUID], log_files: Iterable[Path]) 
         content = path.read_text(errors="replace")
         places += [f"{path.name}" for form in wanted if form in content]
     return places
+
+
+def files_holding(secret: str, root: Path) -> list[str]:
+    """Files under ``root`` that hold ``secret`` in any of its forms (links are not followed)."""
+    wanted = [form.encode() for form in forms(secret)]
+    assert root.is_dir(), f"{root} does not exist"
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            content = path.read_bytes()
+            found += [str(path.relative_to(root)) for form in wanted if form in content]
+    return found
+
+
+def containers_holding(secret: str, client: docker.DockerClient, app: str) -> list[str]:
+    """Containers of ``app`` whose definition (environment, labels, command, mounts) holds ``secret``."""
+    wanted = forms(secret)
+    found = []
+    for container in client.containers.list(all=True, filters={"label": f"shipline.app={app}"}):
+        definition = json.dumps(container.attrs)
+        found += [str(container.name) for form in wanted if form in definition]
+    return found

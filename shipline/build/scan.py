@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from shipline.errors import ScanError
+from shipline.files import inside
 from shipline.programs import find_program
 from shipline.spec import ScanSpec
 
@@ -89,6 +90,8 @@ def _bandit(workspace: Path, paths: list[str], log: Log) -> list[Finding]:
 
 def run_local_scan(workspace: Path, spec: ScanSpec, log: Log = lambda line: None) -> ScanReport:
     """Run the spec's tools on its paths (each command to ``log``); compare the counts with its limits."""
+    for path in spec.paths:
+        inside(workspace, path, what="scan.paths entry")
     findings: list[Finding] = []
     if "ruff" in spec.tools:
         findings += _ruff(workspace, spec.paths, log)

@@ -12,11 +12,13 @@ Raises:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import gitlab
 import requests
@@ -24,6 +26,28 @@ from gitlab.exceptions import GitlabError
 from pydantic import SecretStr
 
 from shipline.errors import NotifyError
+
+
+def token_may_go_to(source: str, gitlab_url: str) -> bool:
+    """True when a clone of ``source`` may carry the GitLab token: ``source`` is on the GitLab at
+    ``gitlab_url`` (same host and port) and the token travels encrypted (https), or stays on loopback."""
+    there, home = urlsplit(source), urlsplit(gitlab_url)
+    if there.scheme not in {"http", "https"} or there.hostname is None:
+        return False
+    if (there.hostname.lower(), there.port or _PORTS[there.scheme]) != (
+        (home.hostname or "").lower(),
+        home.port or _PORTS.get(home.scheme, 0),
+    ):
+        return False
+    if there.scheme == "https":
+        return True
+    try:
+        return ipaddress.ip_address(there.hostname).is_loopback
+    except ValueError:
+        return there.hostname == "localhost"
+
+
+_PORTS = {"http": 80, "https": 443}
 
 StatusState = Literal["pending", "running", "success", "failed", "canceled"]
 WebhookChange = Literal["created", "updated", "unchanged"]

@@ -34,13 +34,14 @@ from pydantic import SecretStr
 from blocks.gitlab import ShiplineGitLab
 from shipline.build.sources import resolve_source
 from shipline.config import Settings
+from shipline.docker import docker_client
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.gitlab.statuses import STAGES
 from shipline.release.lifecycle import release_history
 from tests.cli import shipline
 from tests.fake_gitlab import FakeGitLab
 from tests.gitlab_payloads import PUSH, headers
-from tests.secrets_check import places_holding, run_tree
+from tests.secrets_check import containers_holding, files_holding, places_holding, run_tree
 from tests.waiting import eventually
 
 SECRET = f"webhook-secret-{uuid.uuid4().hex}"
@@ -174,6 +175,9 @@ def test_a_push_is_delivered_to_prod_and_reported_on_its_commit(
     logs = list(settings.log_dir.glob("*.log"))
     for secret in (fake_gitlab.token, SECRET):
         assert places_holding(secret, runs, logs) == []
+        # nor in the delivery's workspace (no token in .git/config), nor in any container definition
+        assert files_holding(secret, settings.workspaces_dir / run_id) == []
+        assert containers_holding(secret, docker_client(settings.docker_url), app) == []
     (comment,) = fake_gitlab.comments(project, sha)
     (prod,) = release_history(app, "prod", etcd_url=settings.etcd_url)
     release_run = f"{settings.prefect_url}/runs/flow-run/{prod.flow_run_id}"  # the run that made it live

@@ -171,3 +171,23 @@ def test_a_private_repository_over_https_needs_the_token_and_it_never_reaches_di
     for path in (tmp_path / "ws").rglob("*"):
         if path.is_file():
             assert b"glpat-only-this-one" not in path.read_bytes(), path
+
+
+def test_a_junit_path_through_a_link_out_of_the_workspace_touches_nothing(tmp_path: Path) -> None:
+    """A repository with ``reports -> <a host directory>`` and ``junit: reports/passwd``: the stale-report
+    clean-up must not delete the host's file, and the report must not be read from there."""
+    from shipline.errors import BuildError
+    from shipline.files import inside
+
+    host = tmp_path / "host-etc"
+    host.mkdir()
+    (host / "passwd").write_text("root:x:0:0\n")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "reports").symlink_to(host)
+    (workspace / "ok").mkdir()
+    (workspace / "ok" / "inner").symlink_to(workspace / "ok")  # a link that stays inside is fine
+    with pytest.raises(BuildError, match=r"test\.junit reports/passwd leads out of the workspace"):
+        inside(workspace, "reports/passwd", what="test.junit")
+    assert (host / "passwd").read_text() == "root:x:0:0\n"
+    assert inside(workspace, "ok/inner/junit.xml", what="test.junit") == workspace / "ok/inner/junit.xml"

@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from shipline.errors import NotifyError
-from shipline.gitlab.api import CONFLICT_BACKOFF, GitLabProject, StatusState
+from shipline.gitlab.api import CONFLICT_BACKOFF, GitLabProject, StatusState, token_may_go_to
 from tests.fake_gitlab import FakeGitLab
 
 PATH = "group/app"
@@ -245,3 +245,24 @@ def test_ensure_webhook_verifies_ssl_for_https(fake_gitlab: FakeGitLab, project:
 
     (hook,) = fake_gitlab.hooks(PATH)
     assert hook["enable_ssl_verification"] is True
+
+
+@pytest.mark.parametrize(
+    ("source", "goes"),
+    [
+        ("https://gitlab.example.com/group/app.git", True),
+        ("https://GitLab.example.com:443/group/app.git", True),
+        ("http://gitlab.example.com/group/app.git", False),  # plain http off loopback: never
+        ("https://attacker.example.com/x.git", False),  # a source elsewhere gets no token
+        ("https://gitlab.example.com:8443/group/app.git", False),  # another port is another server
+        ("file:///srv/git/app.git", False),
+        ("/srv/git/app.git", False),
+    ],
+)
+def test_the_token_goes_only_to_the_gitlab_it_belongs_to(source: str, goes: bool) -> None:
+    assert token_may_go_to(source, "https://gitlab.example.com") is goes
+
+
+def test_plain_http_is_allowed_on_loopback_only() -> None:
+    assert token_may_go_to("http://127.0.0.1:8929/group/app.git", "http://127.0.0.1:8929")
+    assert not token_may_go_to("http://127.0.0.1:8930/group/app.git", "http://127.0.0.1:8929")
