@@ -73,7 +73,12 @@ def release(request: ReleaseRequest) -> Release:
             start_instances(compose, environment)
             wait_for_health(compose, environment)
             run_release_tests(
-                request.app, request.env, [environment.instance_url(p) for p in ports], request.auto_tests
+                request.app,
+                request.env,
+                [environment.instance_url(p) for p in ports],
+                request.auto_tests,
+                image=f"{request.image}@{request.digest}",
+                docker_host=environment.docker_host,
             )
             clear_for_traffic(opened)
             wait_for_registration(compose, environment)

@@ -7,12 +7,14 @@ that does not answer is reported the same way everywhere.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound
 
 from shipline.errors import BuildError, DeployError, ServiceUnavailableError
@@ -65,6 +67,18 @@ def compose_binary() -> str:
     return binary
 
 
+JOB_LIMITS: dict[str, Any] = {
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "pids_limit": 512,
+}
+"""What every job container (build, unit test, auto-test command) gets, whatever the spec says: no Linux
+capability (root inside cannot mount, trace, change owners or bypass file permissions), no privilege
+gained by setuid programs, and a pids limit that stops a fork bomb inside the container."""
+LOGGED_LINES = 5000
+"""Lines of a job's output sent to the run's log; the rest is counted, and its tail kept."""
+
+
 def run_in_image(
     client: docker.DockerClient,
     *,
@@ -77,41 +91,84 @@ def run_in_image(
 ) -> CommandResult:
     """Run ``sh -c command`` in ``image`` with the workspace mounted at /workspace; stream its output.
 
-    The command is logged first (``$ …``), then every line it prints.
+    The command is logged first (``$ …``), then every line it prints (up to ``LOGGED_LINES``). The
+    container runs with ``JOB_LIMITS``; after ``timeout`` seconds it is killed and the result says so.
 
     Returns:
         The command's exit code and its last ``TAIL_LINES`` lines.
 
     Raises:
-        BuildError: if the container cannot run at all (missing image, engine error, timeout).
+        BuildError: if the container cannot run at all (missing image, engine error).
     """
     log(f"$ {command}    (in {image})")
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
     volumes = {str(workspace): {"bind": WORKSPACE, "mode": "rw"}}
     volumes |= {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts}
+    return run_job(
+        client,
+        image=image,
+        argv=["sh", "-c", command],
+        log=log,
+        timeout=timeout,
+        working_dir=WORKSPACE,
+        volumes=volumes,
+        network_mode="host",
+        environment={"CI": "true", "HOME": WORKSPACE},
+    )
+
+
+def run_job(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    argv: list[str],
+    log: Log,
+    timeout: float,
+    **container: Any,
+) -> CommandResult:
+    """Run ``argv`` in a new container of ``image`` with ``JOB_LIMITS`` and ``container`` settings.
+
+    Its output is streamed to ``log`` from a thread while this one waits at most ``timeout`` seconds: a
+    command that hangs (``sleep infinity``) is killed at its limit — its exit code is then 124, as
+    coreutils' ``timeout`` reports, and its last line says which limit fired.
+
+    Raises:
+        BuildError: if the container cannot run at all (missing image, engine error).
+    """
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
-        container = client.containers.run(
-            image,
-            ["sh", "-c", command],
-            working_dir=WORKSPACE,
-            volumes=volumes,
-            network_mode="host",
-            detach=True,
-            environment={"CI": "true", "HOME": WORKSPACE},
-        )
+        job = client.containers.run(image, argv, detach=True, **JOB_LIMITS, **container)
     except ImageNotFound as exc:
         raise BuildError(f"image {image} is not available on this host", transient=True) from exc
     except (APIError, DockerException) as exc:
-        raise BuildError(f"cannot run {command!r} in {image}: {exc}") from exc
+        raise BuildError(f"cannot run {' '.join(argv)!r} in {image}: {exc}") from exc
+
+    def stream() -> None:
+        logged = 0
+        with contextlib.suppress(APIError, DockerException, requests.exceptions.RequestException):
+            for chunk in job.logs(stream=True, follow=True):
+                for line in chunk.decode(errors="replace").splitlines():
+                    tail.append(line)
+                    logged += 1
+                    if logged <= LOGGED_LINES:
+                        log(line)
+        if logged > LOGGED_LINES:
+            log(f"... {logged - LOGGED_LINES} more line(s) not logged; the last {TAIL_LINES} end the result")
+
+    reader = threading.Thread(target=stream, name="job-output", daemon=True)
+    reader.start()
     try:
-        for chunk in container.logs(stream=True, follow=True):
-            for line in chunk.decode(errors="replace").splitlines():
-                log(line)
-                tail.append(line)
-        result = container.wait(timeout=timeout)
-    except (APIError, DockerException) as exc:
-        raise BuildError(f"{command!r} in {image} did not finish: {exc}", transient=True) from exc
+        try:
+            code = int(job.wait(timeout=timeout).get("StatusCode", 1))
+        except requests.exceptions.RequestException:
+            with contextlib.suppress(APIError, DockerException):
+                job.kill()
+            reader.join(timeout=5)
+            tail.append(f"killed after {timeout:.0f}s: the job's time limit")
+            return CommandResult(124, tuple(tail))
+        except (APIError, DockerException) as exc:
+            raise BuildError(f"{' '.join(argv)!r} in {image} did not finish: {exc}", transient=True) from exc
+        reader.join(timeout=10)
+        return CommandResult(code, tuple(tail))
     finally:
         with contextlib.suppress(APIError, DockerException):  # already gone: nothing left to clean up
-            container.remove(force=True)
-    return CommandResult(int(result.get("StatusCode", 1)), tuple(tail))
+            job.remove(force=True)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from shipline.docker import docker_client
 from shipline.errors import AutoTestError
-from shipline.release.autotest import CheckResult, run_auto_tests
+from shipline.release.autotest import CheckResult, in_release_image, run_auto_tests
 from shipline.spec import AutoTests
 
 
 @task(cache_policy=NO_CACHE)
-def run_release_tests(app: str, env: str, base_urls: list[str], tests: AutoTests) -> list[CheckResult]:
+def run_release_tests(
+    app: str, env: str, base_urls: list[str], tests: AutoTests, image: str, docker_host: str
+) -> list[CheckResult]:
     """Run the HTTP checks and the test command against every new instance, directly (not through nginx:
     no instance of the release takes traffic before they all pass); fail if any check fails anywhere."""
     rows, failed, results = [], [], []
+    runner = in_release_image(docker_client(docker_host), image, get_run_logger().info)
     for base_url in base_urls:
-        for result in run_auto_tests(base_url, tests):
+        for result in run_auto_tests(base_url, tests, runner):
             results.append(result)
             rows.append({"instance": base_url, **result.model_dump(), "seconds": round(result.seconds, 3)})
             if not result.passed:

@@ -1,15 +1,27 @@
-"""Automated tests of a deployed release: HTTP checks and/or a command given the base URL."""
+"""Automated tests of a deployed release: HTTP checks and/or a command given the base URL.
+
+The command comes from the app's repository, so it never runs on the host: it runs in a container of the
+release's own image (what it tests, with the tools the app ships), on the host network to reach the
+instance, as ``nobody`` with a read-only root filesystem and a writable ``/tmp``, no capability, no
+privilege gain, 512 MB and 512 processes at most, and killed at its ``timeout_seconds``. It gets
+``BASE_URL`` and nothing of the worker's environment.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
+from collections.abc import Callable
+from typing import Protocol
 
+import docker
 import httpx
 from pydantic import BaseModel
 
+from shipline.docker import CommandResult, run_job
+from shipline.errors import ShiplineError
 from shipline.spec import AutoTests, HttpCheck
+
+Log = Callable[[str], None]
 
 
 class CheckResult(BaseModel):
@@ -39,30 +51,49 @@ def _http(base_url: str, check: HttpCheck) -> CheckResult:
     return CheckResult(name=name, passed=not problems, detail=detail, seconds=time.monotonic() - started)
 
 
-def _command(base_url: str, tests: AutoTests) -> CheckResult:
+class CommandRunner(Protocol):
+    """Runs an auto-test command against a base URL; returns its exit code and last lines."""
+
+    def __call__(self, command: list[str], base_url: str, timeout: float) -> CommandResult: ...
+
+
+def in_release_image(client: docker.DockerClient, image: str, log: Log) -> CommandRunner:
+    """Auto-test commands in containers of ``image`` (by digest), with the limits above."""
+
+    def run(command: list[str], base_url: str, timeout: float) -> CommandResult:
+        log(f"$ {' '.join(command)}    (in {image}, BASE_URL={base_url})")
+        return run_job(
+            client,
+            image=image,
+            argv=command,
+            log=log,
+            timeout=timeout,
+            environment={"BASE_URL": base_url},
+            network_mode="host",
+            user="65534:65534",
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=64m"},  # noqa: S108 - the container's own /tmp, not the host's
+            working_dir="/tmp",  # noqa: S108
+            mem_limit="512m",
+        )
+
+    return run
+
+
+def _command(base_url: str, tests: AutoTests, runner: CommandRunner) -> CheckResult:
     started = time.monotonic()
     name = " ".join(tests.command)
     try:
-        done = subprocess.run(
-            tests.command,
-            env={**os.environ, "BASE_URL": base_url},
-            capture_output=True,
-            text=True,
-            timeout=tests.timeout_seconds,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return CheckResult(name=name, passed=False, detail=str(exc), seconds=time.monotonic() - started)
-    output = (done.stdout + done.stderr).strip().splitlines()
-    detail = f"exit {done.returncode}" + (f": {output[-1]}" if output else "")
-    return CheckResult(
-        name=name, passed=done.returncode == 0, detail=detail, seconds=time.monotonic() - started
-    )
+        done = runner(tests.command, base_url, tests.timeout_seconds)
+    except ShiplineError as exc:
+        return CheckResult(name=name, passed=False, detail=exc.message, seconds=time.monotonic() - started)
+    detail = f"exit {done.code}" + (f": {done.tail[-1]}" if done.tail else "")
+    return CheckResult(name=name, passed=done.code == 0, detail=detail, seconds=time.monotonic() - started)
 
 
-def run_auto_tests(base_url: str, tests: AutoTests) -> list[CheckResult]:
-    """Run every HTTP check, then the command, against ``base_url``; one result per check."""
+def run_auto_tests(base_url: str, tests: AutoTests, runner: CommandRunner) -> list[CheckResult]:
+    """Run every HTTP check, then the command (with ``runner``), against ``base_url``; a result per check."""
     results = [_http(base_url, check) for check in tests.http]
     if tests.command:
-        results.append(_command(base_url, tests))
+        results.append(_command(base_url, tests, runner))
     return results

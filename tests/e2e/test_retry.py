@@ -5,12 +5,16 @@ run set to Scheduled/AwaitingRetry, forced) and waits for the worker to run the 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
@@ -63,21 +67,53 @@ def task_states(run_id: UUID) -> dict[str, list[str]]:
     return found
 
 
+class Environment:
+    """Something the auto-tests depend on, outside the app, that an operator fixes: an HTTP endpoint on
+    loopback answering 503 until ``fix()``, then 200. Auto-test commands run in a container on the host
+    network, so they reach it at ``url``."""
+
+    def __init__(self) -> None:
+        self.fixed = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200 if outer.fixed else 503)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ready"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fix(self) -> None:
+        self.fixed = True
+
+
+@pytest.fixture
+def environment() -> Iterator[Environment]:
+    env = Environment()
+    yield env
+    env.server.shutdown()
+
+
 def test_retrying_a_failed_release_run_deploys_a_new_release(
-    settings: Settings, app: str, tmp_path: Path
+    settings: Settings, app: str, environment: Environment
 ) -> None:
-    fixed = tmp_path / "environment-fixed"
     failing = request(settings, app, "v1", expect="v1").model_copy(
         update={
             "auto_tests": AutoTests(
-                http=[HttpCheck(path="/version.txt", contains="v1")], command=["sh", "-c", f"test -f {fixed}"]
+                http=[HttpCheck(path="/version.txt", contains="v1")],
+                command=["wget", "-q", "-O", "/dev/null", environment.url],  # busybox's wget
             )
         }
     )
     first = deliver(failing)
     assert first.state is not None and first.state.is_failed(), first.state
     assert [(r.number, r.status) for r in releases(settings, app)] == [(1, ReleaseStatus.ROLLED_BACK)]
-    fixed.touch()  # the operator fixes the environment
+    environment.fix()  # the operator fixes the environment
     retry_from_the_ui(settings, first.id)
     second = final_attempt(first.id, attempt=2)
     assert second.state is not None and second.state.is_completed(), second.state
@@ -91,13 +127,13 @@ def test_retrying_a_failed_release_run_deploys_a_new_release(
 
 
 def test_retrying_a_failed_delivery_releases_again_without_rebuilding(
-    settings: Settings, sample: Path, tmp_path: Path
+    settings: Settings, sample: Path, environment: Environment
 ) -> None:
-    fixed = tmp_path / "environment-fixed"
     spec = sample / "shipline.yaml"
+    probe = f"import urllib.request as u; u.urlopen('{environment.url}')"  # the app image has python3
     spec.write_text(
         spec.read_text().replace(
-            "auto_tests:\n  http:", f"auto_tests:\n  command: [sh, -c, 'test -f {fixed}']\n  http:", 1
+            "auto_tests:\n  http:", f'auto_tests:\n  command: [python3, -c, "{probe}"]\n  http:', 1
         )
     )
     done = shipline("run", str(sample), "--json", timeout=900)
@@ -106,7 +142,7 @@ def test_retrying_a_failed_delivery_releases_again_without_rebuilding(
     assert report["stages"]["release-to-pre"] == "Failed", report
     run_id = UUID(report["flow_run_id"])
     assert [r.status for r in releases_of(settings, sample.name, "pre")] == [ReleaseStatus.ROLLED_BACK]
-    fixed.touch()
+    environment.fix()
     retry_from_the_ui(settings, run_id)
     retried = final_attempt(run_id, attempt=2)
     assert retried.state is not None and retried.state.is_completed(), retried.state

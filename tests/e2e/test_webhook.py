@@ -132,9 +132,11 @@ def test_a_push_is_delivered_to_prod_and_reported_on_its_commit(
 
     def accepted() -> httpx.Response | None:
         answer = post(settings, push_payload(project, sha), **{"Idempotency-Key": "k1"})
-        return None if answer.status_code == 401 else answer
+        stale = answer.status_code == 401 or "is not onboarded" in answer.text
+        return None if stale else answer
 
-    # The web service reads the block at most once a second: wait until it takes the new secret.
+    # The web service reads the block and the onboarded apps at most once a second: wait until it has
+    # taken the new secret and the new app (an answer until then starts nothing).
     first = eventually(accepted, timeout=5, what="the web service to accept the block's new webhook secret")
     assert first.status_code == 202, first.text
     run_id = first.json()["flow_run_id"]
