@@ -161,11 +161,12 @@ async def test_a_stop_during_the_resync_is_not_lost(
     key = [f"/{app}_OUTAGE/127.0.0.1-{port}=127.0.0.1:{port}"]
     stopped_during_resync = asyncio.Event()
 
-    async def resync_then_the_container_stops(*args: object) -> None:
-        await real_resync(*args)
+    async def resync_then_the_container_stops(*args: object) -> int:
+        revision = await real_resync(*args)
         assert await keys(private, app) == key, "the resync registers the running container"
         await asyncio.to_thread(container.stop, timeout=1)  # before the registrator follows events
         stopped_during_resync.set()
+        return revision
 
     monkeypatch.setattr(registrator, "_resync", resync_then_the_container_stops)
     stop = asyncio.Event()
