@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from shipline.config import Settings, load_settings
-from shipline.errors import ShiplineError
+from shipline.errors import ShiplineError, SpecError
 
 if TYPE_CHECKING:
     from shipline.logs.store import LogStore
@@ -281,6 +282,18 @@ def run(
     from shipline.delivery import follow_delivery
 
     current = settings()
+    local = Path(source).expanduser()
+    if local.is_dir() and (local / "shipline.yaml").is_file():
+        from shipline.build.check import check_repository
+
+        # A bad spec is reported here at once, not after a round trip through the workers.
+        checked = check_repository(local.resolve())
+        if not checked.ok:
+            raise SpecError(
+                f"{local / 'shipline.yaml'} has {len(checked.problems)} problem(s):\n  "
+                + "\n  ".join(checked.problems),
+                hint=f"shipline check {source}",
+            )
     location = resolve_source(source, sources_dir=current.home / "sources")
     report = follow_delivery(location, ref=ref, environments=env, quiet=as_json, echo=typer.echo)
     if as_json:
@@ -292,6 +305,28 @@ def run(
             for name, number in report.summary.releases.items():
                 typer.echo(f"  {name}: release {number}")
     if report.state != "Completed":
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def check(
+    directory: Annotated[Path, typer.Argument(help="The app's repository (default: here).")] = Path("."),
+    as_json: JsonOption = False,
+) -> None:
+    """Check shipline.yaml locally, as a delivery's spec stage would; list every problem, exit 1 if any."""
+    from shipline.build.check import check_repository
+
+    result = check_repository(directory.resolve())
+    if as_json:
+        typer.echo(json.dumps(result.model_dump(mode="json") | {"ok": result.ok}, indent=2))
+    elif result.ok:
+        typer.echo(f"ok: {result.app} ({directory / 'shipline.yaml'})")
+    else:
+        typer.echo(f"{len(result.problems)} problem(s) in {directory / 'shipline.yaml'}:", err=True)
+        for problem in result.problems:
+            typer.echo(f"  {problem}", err=True)
+    if not result.ok:
         raise typer.Exit(1)
 
 

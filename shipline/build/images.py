@@ -21,14 +21,13 @@ import docker
 import jinja2
 from docker.errors import APIError, DockerException
 
+from shipline.build.layer_names import TEMPLATES, middleware_names
 from shipline.build.registry import PushedImage, Registry, push_image
 from shipline.build.rootfs import rootfs_tarball
-from shipline.config import PROJECT_ROOT
 from shipline.errors import BuildError
 from shipline.spec import LayerRef
 
 Log = Callable[[str], None]
-TEMPLATES = PROJECT_ROOT / "templates" / "images"
 
 
 def _stream_build(events: Iterable[dict[str, Any]], log: Log, what: str) -> str:
@@ -53,13 +52,6 @@ def _render(template: str, **values: Any) -> str:
         keep_trailing_newline=True,
     )
     return environment.get_template(template).render(**values)
-
-
-def middleware_names() -> list[str]:
-    """Middleware layers that templates/images/middleware/ defines."""
-    return sorted(
-        p.name.removesuffix(".Dockerfile.j2") for p in (TEMPLATES / "middleware").glob("*.Dockerfile.j2")
-    )
 
 
 def ensure_os_image(

@@ -1,0 +1,62 @@
+"""``shipline check``: what a delivery's spec stage would refuse, found locally in well under a second.
+
+GitLab's CI Lint is the model: every problem at once, each with its file and line, before a push costs a
+round trip through the workers. Checked: ``shipline.yaml`` against the app spec (every rule of
+``shipline.spec``), the OS and middleware layers it names against those Shipline can build, and the
+paths it names (artifact, JUnit report, scan paths) against links that lead out of the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from shipline.build.layer_names import OS_LAYERS, middleware_names
+from shipline.errors import BuildError, SpecError
+from shipline.files import inside
+from shipline.spec import SPEC_FILE, load_spec
+
+
+class SpecCheck(BaseModel):
+    """The verdict on one repository's spec."""
+
+    directory: str
+    app: str | None = None
+    problems: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_repository(directory: Path) -> SpecCheck:
+    """Every problem a delivery of ``directory`` would meet at its spec stage (none: it would pass)."""
+    result = SpecCheck(directory=str(directory))
+    try:
+        spec = load_spec(directory)
+    except SpecError as exc:
+        lines = exc.message.splitlines()
+        result.problems = [line.strip() for line in lines[1:]] if len(lines) > 1 else [exc.message]
+        return result
+    result.app = spec.app
+    image = spec.image
+    if image.os.name not in OS_LAYERS:
+        result.problems.append(
+            f"{SPEC_FILE} image.os.name: unknown OS layer {image.os.name!r} ({', '.join(OS_LAYERS)})"
+        )
+    if image.middleware.name not in middleware_names():
+        result.problems.append(
+            f"{SPEC_FILE} image.middleware.name: unknown middleware {image.middleware.name!r} "
+            f"({', '.join(middleware_names())})"
+        )
+    paths = [("build.artifact", spec.build.artifact)]
+    if spec.test is not None:
+        paths.append(("test.junit", spec.test.junit))
+    paths += [("scan.paths", path) for path in spec.scan.paths]
+    for what, path in paths:
+        try:
+            inside(directory, path, what=what)
+        except BuildError as exc:
+            result.problems.append(f"{SPEC_FILE} {exc.message}")
+    return result

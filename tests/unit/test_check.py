@@ -1,0 +1,68 @@
+"""`shipline check`: a spec's every problem found locally, before a delivery costs a round trip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shipline.build.check import check_repository
+from shipline.config import PROJECT_ROOT
+from tests.cli import shipline
+
+EXAMPLES = PROJECT_ROOT / "examples"
+
+
+@pytest.mark.parametrize("sample", ["hello-python", "hello-java"])
+def test_the_samples_pass(sample: str) -> None:
+    result = check_repository(EXAMPLES / sample)
+    assert result.ok, result.problems
+    assert result.app == sample
+
+
+def test_three_mistakes_are_listed_all_three_with_their_lines(tmp_path: Path) -> None:
+    repo = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "hello-python", repo)
+    spec = repo / "shipline.yaml"
+    text = spec.read_text().replace("app: hello-python", "app: Hello_Python")
+    text = text.replace('{name: python3, version: "3.11"}', '{name: python9, version: "3.11"}')
+    spec.write_text(text.replace("  stop_grace_seconds: 5\n", "  stop_grace_seconds: -5\n"))
+    result = check_repository(repo)
+    assert len(result.problems) == 2, result.problems  # the schema's two, in one message…
+    assert any(p.startswith("shipline.yaml:2 app:") for p in result.problems)
+    assert any("service.stop_grace_seconds" in p for p in result.problems)
+    # …and once the schema passes, the layer names and paths are checked too.
+    spec.write_text(text.replace("app: Hello_Python", "app: hello-python"))
+    (repo / "app").rename(repo / "real-app")
+    (repo / "app").symlink_to(tmp_path)  # the artifact leads out of the repository
+    result = check_repository(repo)
+    assert [p.split(":", 1)[0].split()[1] for p in result.problems] == [
+        "image.middleware.name",
+        "build.artifact",
+        "scan.paths",
+    ]
+
+
+def test_the_command_exits_1_listing_every_problem_and_0_when_all_is_well(tmp_path: Path) -> None:
+    repo = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "hello-python", repo)
+    good = shipline("check", str(repo))
+    assert (good.returncode, good.stdout.strip()) == (0, f"ok: hello-python ({repo}/shipline.yaml)")
+    spec = repo / "shipline.yaml"
+    spec.write_text(
+        spec.read_text()
+        .replace("app: hello-python", "app: -bad-")
+        .replace("tools: [ruff, bandit]", "tools: [lint]")
+    )
+    bad = shipline("check", str(repo), "--json")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    report = json.loads(bad.stdout)
+    assert report["ok"] is False and len(report["problems"]) == 2, report
+    refused = shipline("run", str(repo))
+    assert (
+        refused.returncode == 1
+        and "has 2 problem(s)" in refused.stderr
+        and "shipline check" in refused.stderr
+    )
