@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from shipline.build.registry import Registry
+from shipline.build.sources import resolve_source
 from shipline.config import Settings
 from shipline.docker import docker_client
 from shipline.etcd_client import connect
@@ -108,9 +109,10 @@ def edit(path: Path, old: str, new: str) -> None:
     ],
 )
 def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
-    settings: Settings, sample: Path, breakage: str, stage: str, message: str
+    settings: Settings, sample: Path, breakage: str, stage: str, message: str, tmp_path: Path
 ) -> None:
     args: list[str] = []
+    source = sample
     if breakage == "unit-test":
         edit(
             sample / "tests" / "test_service.py",
@@ -127,9 +129,14 @@ def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
         edit(sample / "app" / "service.py", "import json\n", "import json\nimport sys\n")
     elif breakage == "spec":
         edit(sample / "shipline.yaml", "      replicas: 1", "      replicas: 0")
+        # From the directory, `shipline run` refuses it before any run (as `shipline check` would)…
+        refused = shipline("run", str(sample), "--json")
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+        # …from its repository (as a webhook delivers it), the delivery's spec stage refuses it.
+        source = Path(resolve_source(str(sample), sources_dir=tmp_path / "sources"))
     else:
         args = ["--ref", "no-such-branch"]
-    code, report = shipline_run(sample, *args)
+    code, report = shipline_run(source, *args)
     assert code == 1
     assert report["state"] == "Failed"
     assert report["stages"][stage] == "Failed"
