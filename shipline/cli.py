@@ -96,8 +96,15 @@ def _print_urls(current: Settings) -> None:
     typer.echo(f"  Prefect API       {current.prefect_api_url}")
     typer.echo(f"  etcd              {current.etcd_url}")
     typer.echo(f"  registry          http://{current.registry_address}/v2/")
+    from shipline.discovery.routes import running_mode
+
+    routing = {
+        "dynamic": "dynamic routing: members from etcd in a Lua table, no reloads",
+        "template": "template routing: a file per app, nginx -t, reload",
+    }[running_mode(current)]
     typer.echo(
-        f"  nginx             {current.nginx_url}  (apps: http://APP.ENV.localhost:{current.nginx_port}/)"
+        f"  nginx             {current.nginx_url}  (apps: http://APP.ENV.localhost:{current.nginx_port}/; "
+        f"{routing})"
     )
     typer.echo(f"  GitLab webhook    {current.webhook_url}")
     typer.echo(f"  log search        {current.logs_page_url}  (shipline logs search QUERY)")
@@ -259,7 +266,7 @@ def retire(
         return
     typer.echo(
         f"Retired {app_name} from {env}: {len(done.instances)} instance(s) stopped, {len(done.keys)} key(s) "
-        f"and {len(done.ports)} port reservation(s) removed, nginx file removed by discover; "
+        f"and {len(done.ports)} port reservation(s) removed, its nginx route removed by discover; "
         f"history kept (entry #{done.entry} 'retired')."
     )
 
@@ -366,12 +373,19 @@ def discover() -> None:
     async def main(stop: asyncio.Event) -> None:
         discovery = Discovery(current)
         server = await serve_status(discovery, current.host, current.discover_port)
+        writes = (
+            f"nginx's routing table at {current.nginx_admin_socket} (dynamic mode: no reloads)"
+            if discovery.mode == "dynamic"
+            else f"{current.nginx_conf_dir} (template mode: nginx -t, then reload)"
+        )
         typer.echo(
-            f"discover: watching {current.etcd_url}, writing {current.nginx_conf_dir}, "
+            f"discover: watching {current.etcd_url}, writing {writes}, "
             f"metrics on http://{current.host}:{current.discover_port}/metrics"
         )
         async with server:
             await discovery.run(stop)
+        if discovery.mode_changed:
+            raise typer.Exit(3)  # its supervisor starts it again, in nginx's new mode
 
     _run_daemon(main)
 
@@ -420,6 +434,7 @@ def web() -> None:
 def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run a daemon's ``main(stop)`` with logging to stderr; SIGTERM or Ctrl-C sets ``stop``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call would drown the daemon's own
 
     async def supervised() -> None:
         stop = asyncio.Event()

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     etcd_peer_port: Port = 2380
     registry_port: Port = 5000
     nginx_port: Port = 8080
+    nginx_mode: Literal["auto", "dynamic", "template"] = Field(
+        default="auto",
+        description="How nginx follows etcd: dynamic (Lua routing table, no reloads), template (files + "
+        "reload), or auto (dynamic where nginx's Lua module is installed).",
+    )
     discover_port: Port = 9105
     web_port: Port = Field(default=8090, description="shipline web: GitLab webhooks and the log page.")
     postgres_port: Port = Field(default=5433, description="PostgreSQL the stack starts for shared logs.")
@@ -152,6 +157,11 @@ class Settings(BaseSettings):
     def nginx_conf_dir(self) -> Path:
         """Where service discovery writes one file per app and environment."""
         return self.nginx_dir / "conf.d"
+
+    @cached_property
+    def nginx_admin_socket(self) -> Path:
+        """The dynamic routing table's admin API: a unix socket, its directory the stack user's alone."""
+        return self.nginx_dir / "admin" / "routes.sock"
 
     @cached_property
     def log_store_dir(self) -> Path:

@@ -25,6 +25,7 @@ from shipline.discovery.instances import Instance
 from shipline.errors import DiscoveryError
 from shipline.files import write_atomically
 from shipline.names import validate_name
+from shipline.programs import find_program
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "templates" / "nginx" / "app.conf.j2"
 
@@ -71,6 +72,28 @@ def render_app(
     )
 
 
+def test_config(settings: Settings, main: Path) -> str | None:
+    """``nginx -t`` of the main configuration ``main`` in the stack's prefix; nginx's complaint, or None."""
+    done = subprocess.run(
+        [
+            find_program("nginx") or "nginx",
+            "-t",
+            "-q",
+            "-c",
+            str(main),
+            "-p",
+            f"{settings.nginx_dir}/",
+            "-e",
+            str(settings.log_dir / "nginx-error.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return None if done.returncode == 0 else done.stderr.strip()
+
+
 class NginxConfig:
     """The discovery files of one nginx, and how to check and reload it.
 
@@ -99,28 +122,8 @@ class NginxConfig:
                 (staging / name).write_text(content)
             staged_main = staging / "nginx.main"  # not *.conf: the include below must not take it in
             staged_main.write_text(text.replace(include, f"include {staging}/*.conf;"))
-            problem = self._nginx_test(staged_main)
+            problem = test_config(self.settings, staged_main)
             return None if problem is None else problem.replace(str(staging), str(self.conf_dir))
-
-    def _nginx_test(self, main: Path) -> str | None:
-        done = subprocess.run(
-            [
-                "nginx",
-                "-t",
-                "-q",
-                "-c",
-                str(main),
-                "-p",
-                f"{self.settings.nginx_dir}/",
-                "-e",
-                str(self.settings.log_dir / "nginx-error.log"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return None if done.returncode == 0 else done.stderr.strip()
 
     def _reload(self) -> None:
         try:

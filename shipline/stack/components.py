@@ -25,6 +25,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from shipline.config import POOLS, PROJECT_ROOT, Settings
+from shipline.discovery.nginx import test_config
+from shipline.discovery.routes import LUA_LIBRARY, LUA_MODULES, ROUTES_LUA, routing_mode
 from shipline.errors import ComponentStartError
 from shipline.files import write_atomically
 from shipline.programs import find_program
@@ -299,6 +301,8 @@ class Nginx(Component):
             autoescape=False,  # noqa: S701 - renders nginx syntax, not HTML; inputs are validated Settings
             keep_trailing_newline=True,
         )
+        routing = routing_mode(s)
+        dynamic = routing == "dynamic"
         return environment.get_template("nginx.conf.j2").render(
             host=s.host,
             port=s.nginx_port,
@@ -306,10 +310,47 @@ class Nginx(Component):
             conf_dir=s.nginx_conf_dir,
             log_dir=s.log_dir,
             worker_user=worker_user,
+            routing=routing,
+            lua_modules=[str(path) for path in LUA_MODULES] if dynamic else [],
+            lua_path=f"{ROUTES_LUA}/?.lua;{LUA_LIBRARY}/?.lua;;",
+            admin_socket=s.nginx_admin_socket,
         )
 
-    def prepare(self) -> None:
+    def ready(self) -> None:
+        """A running nginx of an older configuration (another routing mode, a new template) gets this one.
+
+        Raises:
+            ComponentStartError: nginx rejects the new configuration (the running one stays).
+        """
+        text = self.render_config()
+        if self.config_path.exists() and self.config_path.read_text() == text:
+            return
+        self.prepare_directories()
+        staged = self.config_path.with_name(".nginx.conf.new")
+        write_atomically(staged, text)
+        problem = test_config(self.settings, staged)
+        if problem is not None:
+            staged.unlink(missing_ok=True)
+            raise ComponentStartError(
+                f"nginx: the new configuration is rejected, the running one stays: {problem}",
+                hint=self.fix_hint(),
+            )
+        staged.replace(self.config_path)
+        try:
+            os.kill(int((self.settings.nginx_dir / "nginx.pid").read_text()), signal.SIGHUP)
+        except (OSError, ValueError) as exc:
+            raise ComponentStartError(f"nginx: cannot reload it: {exc}", hint=self.fix_hint()) from exc
+
+    def prepare_directories(self) -> None:
         self.settings.nginx_conf_dir.mkdir(parents=True, exist_ok=True)
+        admin = self.settings.nginx_admin_socket.parent
+        admin.mkdir(parents=True, exist_ok=True)
+        admin.chmod(0o700)  # only the stack's user (and nginx's master) reaches the routing table
+
+    def prepare(self) -> None:
+        self.prepare_directories()
+        # A socket left by an nginx that was killed (SIGKILL) would stop the next one from binding it.
+        self.settings.nginx_admin_socket.unlink(missing_ok=True)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.settings.nginx_dir / "tmp"
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):

@@ -7,7 +7,6 @@ import json
 
 from shipline.config import Settings
 from shipline.discovery.instances import list_instances
-from shipline.discovery.nginx import file_name
 from shipline.docker import docker_client
 from shipline.etcd_client import connect
 from shipline.release.deploy import running_instances
@@ -15,6 +14,7 @@ from shipline.release.history import ReleaseStatus
 from shipline.release.lifecycle import deploy_limit_exists
 from tests.cli import shipline
 from tests.e2e.test_release_flow import deliver, held_ports, releases, request
+from tests.routing import routed_now
 from tests.waiting import eventually
 
 
@@ -31,9 +31,8 @@ def test_retire_removes_everything_but_the_history_and_rollback_brings_the_app_b
 ) -> None:
     first = deliver(request(settings, app, "v1", expect="v1"))
     assert first.state is not None and first.state.is_completed(), first.state
-    nginx_file = settings.nginx_conf_dir / file_name(app, "pre")
     eventually(lambda: registered(settings, app) == 1, timeout=30, what="the instance registered")
-    eventually(nginx_file.exists, timeout=30, what="the app's nginx file")
+    eventually(lambda: routed_now(settings, app, "pre"), timeout=30, what="nginx routing the app")
 
     done = shipline("retire", app, "--env", "pre", "--grace", "2", "--json", timeout=120)
     assert done.returncode == 0, done.stderr
@@ -41,7 +40,11 @@ def test_retire_removes_everything_but_the_history_and_rollback_brings_the_app_b
     assert (len(report["instances"]), len(report["keys"]), report["limit_removed"]) == (1, 1, True)
     assert running_instances(docker_client(settings.docker_url), app=app, env="pre") == []
     assert registered(settings, app) == 0
-    eventually(lambda: not nginx_file.exists(), timeout=30, what="the nginx file removed by discover")
+    eventually(
+        lambda: routed_now(settings, app, "pre") is None,
+        timeout=30,
+        what="the app's route removed by discover",
+    )
     assert held_ports(settings, app) == []
     assert not deploy_limit_exists(app, "pre")
     assert [(r.number, r.status) for r in releases(settings, app)] == [
@@ -52,7 +55,7 @@ def test_retire_removes_everything_but_the_history_and_rollback_brings_the_app_b
     back = shipline("rollback", app, "--env", "pre", timeout=600)
     assert back.returncode == 0, back.stderr
     assert [(r.number, r.status) for r in releases(settings, app)][-1] == (3, ReleaseStatus.LIVE)
-    eventually(nginx_file.exists, timeout=30, what="the nginx file back after the rollback")
+    eventually(lambda: routed_now(settings, app, "pre"), timeout=30, what="the route back after the rollback")
 
 
 def test_retiring_an_unknown_app_is_a_clear_error(settings: Settings) -> None:

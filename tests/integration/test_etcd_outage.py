@@ -13,13 +13,13 @@ import pytest
 from shipline.config import Settings
 from shipline.discovery.discover import Discovery
 from shipline.discovery.instances import list_instances
-from shipline.discovery.nginx import file_name
 from shipline.discovery.registrator import Registrator
 from shipline.docker import docker_client
 from shipline.etcd_client import connect
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
 from tests.images import busybox_web_image, free_ports, run_instance
+from tests.routing import MODES, routed
 from tests.waiting import eventually_async
 
 ENV = "outage"
@@ -28,11 +28,19 @@ KEYS_INTERVAL = 0.2  # each look at the keys opens a connection to etcd: not at 
 
 
 @pytest.fixture
-def private(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def private(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """etcd and nginx of their own; nginx in the routing mode the test names (default: auto)."""
     etcd, peer, nginx = free_ports(3)
     home = tmp_path_factory.mktemp("outage") / "home"
     stack = Settings(
-        home=home, etcd_port=etcd, etcd_peer_port=peer, nginx_port=nginx, docker_socket=settings.docker_socket
+        home=home,
+        etcd_port=etcd,
+        etcd_peer_port=peer,
+        nginx_port=nginx,
+        nginx_mode=getattr(request, "param", "auto"),
+        docker_socket=settings.docker_socket,
     )
     up(stack, only={"etcd", "nginx"}, report=lambda _: None)
     yield stack
@@ -77,16 +85,15 @@ async def keys_are(stack: Settings, app: str, expected: list[str]) -> bool:
     return await keys(stack, app) == expected
 
 
+@pytest.mark.parametrize("private", MODES, indirect=True)
 async def test_daemons_recover_after_etcd_is_stopped_for_ten_seconds(
     settings: Settings, private: Settings, app: str, image: str, daemons: tuple[Registrator, Discovery]
 ) -> None:
     registrator, discovery = daemons
     before, during = free_ports(2)
-    conf = private.nginx_conf_dir / file_name(app, ENV)
 
     async def upstreams() -> list[str]:
-        text = conf.read_text() if conf.exists() else ""
-        return sorted(line.split()[1] for line in text.splitlines() if line.strip().startswith("server 127."))
+        return await routed(private, app, ENV) or []
 
     async def upstreams_are(expected: list[str]) -> bool:
         return await upstreams() == expected

@@ -1,4 +1,5 @@
-"""Coalescing: a change made while a render is applied is never lost, and bursts stay a few renders."""
+"""Coalescing (template mode, fakes for nginx): a change made while a render is applied is never lost,
+and bursts stay a few renders."""
 
 import asyncio
 import time
@@ -25,7 +26,7 @@ class SlowNginx:
 
 
 async def test_changes_during_a_render_are_rendered_too(tmp_path: Path) -> None:
-    discovery = Discovery(Settings(home=tmp_path), window=0.02)
+    discovery = Discovery(Settings(home=tmp_path, nginx_mode="template"), window=0.02)
     nginx = SlowNginx()
     discovery.nginx = nginx  # type: ignore[assignment]
     for port in range(1, 201):  # a burst that lasts longer than one render
@@ -71,7 +72,7 @@ async def settled(discovery: Discovery) -> bool:
 
 @pytest.mark.parametrize("seconds", [0.2, 0.4, 0.8])
 async def test_a_burst_is_two_renders_whatever_its_length(tmp_path: Path, seconds: float) -> None:
-    discovery = Discovery(Settings(home=tmp_path))
+    discovery = Discovery(Settings(home=tmp_path, nginx_mode="template"))
     nginx = QuickNginx()
     discovery.nginx = nginx  # type: ignore[assignment]
     await burst(discovery, "burst", 200, seconds)
@@ -84,7 +85,7 @@ async def test_a_burst_is_two_renders_whatever_its_length(tmp_path: Path, second
 
 
 async def test_a_long_burst_is_still_rendered_every_max_wait(tmp_path: Path) -> None:
-    discovery = Discovery(Settings(home=tmp_path), max_wait=0.5)
+    discovery = Discovery(Settings(home=tmp_path, nginx_mode="template"), max_wait=0.5)
     nginx = QuickNginx()
     discovery.nginx = nginx  # type: ignore[assignment]
     await burst(discovery, "long", 300, 1.6)
@@ -96,7 +97,7 @@ async def test_a_long_burst_is_still_rendered_every_max_wait(tmp_path: Path) -> 
 
 
 async def test_a_change_after_a_quiet_spell_renders_at_once(tmp_path: Path) -> None:
-    discovery = Discovery(Settings(home=tmp_path))
+    discovery = Discovery(Settings(home=tmp_path, nginx_mode="template"))
     nginx = QuickNginx()
     discovery.nginx = nginx  # type: ignore[assignment]
     for port in (1, 2):
@@ -112,20 +113,23 @@ async def test_a_change_after_a_quiet_spell_renders_at_once(tmp_path: Path) -> N
 
 
 def test_metrics_are_prometheus_exposition(tmp_path: Path) -> None:
-    discovery = Discovery(Settings(home=tmp_path))
+    discovery = Discovery(Settings(home=tmp_path, nginx_mode="template"))
     discovery.metrics.reloads.inc()
     discovery.metrics.latency.observe(0.03)
     text = discovery.metrics.text()
     assert "shipline_discover_reloads_total 1.0" in text
-    assert 'shipline_discover_change_to_reload_seconds_bucket{le="0.05"} 1.0' in text
+    assert 'shipline_discover_change_to_applied_seconds_bucket{le="0.05"} 1.0' in text
     assert discovery.metrics.value("shipline_discover_renders_total") == 0.0
     assert (
-        Discovery(Settings(home=tmp_path)).metrics.value("shipline_discover_reloads_total") == 0.0
+        Discovery(Settings(home=tmp_path, nginx_mode="template")).metrics.value(
+            "shipline_discover_reloads_total"
+        )
+        == 0.0
     )  # own registry
 
 
 async def test_a_retired_app_loses_its_file_instead_of_a_503_page(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path)
+    settings = Settings(home=tmp_path, nginx_mode="template")
     discovery = Discovery(settings, window=0.01)
     seen: list[tuple[list[str], list[str]]] = []
 
