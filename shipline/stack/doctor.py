@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 
 from shipline.config import Settings
+from shipline.discovery.routes import lua_available
 from shipline.programs import find_program
 from shipline.stack.components import Component, Postgres, infrastructure
 from shipline.stack.processes import ProcessTable
@@ -121,6 +122,22 @@ def _log_store(settings: Settings) -> Check:
     return Check("log store", True, f"sqlite {sqlite3.sqlite_version} fts5 trigram, {settings.log_store_dir}")
 
 
+def _routing(settings: Settings) -> Check:
+    """nginx's Lua module: dynamic routing when present (``auto``), template routing otherwise."""
+    fix = "apt-get install libnginx-mod-http-lua lua-resty-core (or make install)"
+    if lua_available():
+        return Check(
+            "nginx routing",
+            True,
+            f"dynamic available (Lua module, lua-resty-core); mode {settings.nginx_mode}",
+        )
+    if settings.nginx_mode == "dynamic":
+        return Check(
+            "nginx routing", False, "SHIPLINE_NGINX_MODE=dynamic but nginx's Lua module is missing", fix
+        )
+    return Check("nginx routing", True, f"template (reload per change): for dynamic routing, {fix}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in a stable order."""
     checks = [
@@ -134,6 +151,7 @@ def run_checks(settings: Settings) -> list[Check]:
         _program("etcd", ["etcd", "--version"], "etcd-server"),
         _program("registry", ["docker-registry", "--version"], "docker-registry"),
         _program("nginx", ["nginx", "-v"], "nginx-light"),
+        _routing(settings),
         _program("postgres", [Postgres(settings).resolve_binary() or "postgres", "--version"], "postgresql"),
         _program("git", ["git", "--version"], "git"),
         _program("busybox", ["busybox"], "busybox-static"),
