@@ -12,14 +12,25 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from bench import build, discovery, logs, pipeline, rolling, webhook
+    from bench import build, discovery, logs, pipeline, rolling, routing, supervision, webhook
 
-    chosen = sys.argv[1:] or ["build", "pipeline", "rolling", "discovery", "webhook", "logs"]
+    chosen = sys.argv[1:] or [
+        "build",
+        "pipeline",
+        "rolling",
+        "discovery",
+        "routing",
+        "supervision",
+        "webhook",
+        "logs",
+    ]
     benches = (
         ("build", build),
         ("pipeline", pipeline),
         ("rolling", rolling),
         ("discovery", discovery),
+        ("routing", routing),
+        ("supervision", supervision),
         ("webhook", webhook),
         ("logs", logs),
     )
