@@ -33,6 +33,9 @@ class ReleaseNotice(BaseModel):
 
     @property
     def subject(self) -> str:
+        """One line; a good PRE release is the seed's "notify testers": ready to test, before PROD."""
+        if self.outcome == "success" and self.env == "pre":
+            return f"{self.app} ready to test in pre"
         words = {"running": "deploying", "success": "released", "failed": "failed"}
         return f"{self.app} {words[self.outcome]} in {self.env}"
 

@@ -52,10 +52,10 @@ def server() -> Iterator[str]:
     httpd.shutdown()
 
 
-def notice(outcome: Outcome = "success") -> ReleaseNotice:
+def notice(outcome: Outcome = "success", env: str = "prod") -> ReleaseNotice:
     return ReleaseNotice(
         app="shop",
-        env="prod",
+        env=env,
         outcome=outcome,
         digest="sha256:" + "f" * 64,
         sha=SHA,
@@ -79,3 +79,19 @@ def test_webhook_block_delivers_and_a_dead_channel_is_reported(server: str) -> N
     assert deliveries[0].error is None
     assert deliveries[1].channel == "gone" and deliveries[1].error
     assert Recorder.calls == [("/hook", {"text": "shop released in prod"}, "")]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "env", "subject"),
+    [
+        ("success", "pre", "shop ready to test in pre"),
+        ("success", "prod", "shop released in prod"),
+        ("failed", "pre", "shop failed in pre"),
+        ("running", "prod", "shop deploying in prod"),
+    ],
+)
+def test_a_good_pre_release_tells_testers_it_is_ready(outcome: Outcome, env: str, subject: str) -> None:
+    told = notice(outcome, env).model_copy(update={"where": f"http://shop.{env}.localhost:8080/"})
+    assert told.subject == subject
+    assert f"- where: http://shop.{env}.localhost:8080/" in told.body
+    assert "sha256:" + "f" * 64 in told.body
