@@ -268,3 +268,26 @@ async def test_template_files_left_from_before_give_way_to_the_table(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["dynamic"])
+async def test_nginx_refuses_a_bad_member_and_the_upstream_keeps_its_last_good_ones(
+    stack: Settings,
+    discovery: Discovery,
+    etcd: aetcd.Client,
+    lease: aetcd.Lease,
+    app: str,
+    backends: list[int],
+) -> None:
+    await register(etcd, instance(app, backends[0]), lease)
+    assert await answers(stack, app, 200, str(backends[0]))
+    table = RoutingTable(stack.nginx_admin_socket)
+    try:  # a writer that skips discover's checks: nginx's own check still refuses it
+        done = await table.update({f"{app}_pre": ["not-an-address", f"127.0.0.1:{backends[1]}"]})
+        assert done.applied == 0
+        assert list(done.rejected) == [f"set {app}_pre not-an-address,127.0.0.1:{backends[1]}"]
+        assert (await table.members())[f"{app}_pre"] == [f"127.0.0.1:{backends[0]}"]
+    finally:
+        await table.close()
+    for _ in range(4):
+        assert await answer(stack, app) == (200, str(backends[0]))
