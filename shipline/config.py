@@ -33,6 +33,8 @@ def _pool_names() -> tuple[str, ...]:
 POOLS: tuple[str, ...] = _pool_names()
 """Environments, each a Prefect work pool with its own worker (deployments/work-pools.yaml)."""
 HEARTBEAT_SECONDS = 30
+PREFECT_DATABASE = "shipline_prefect"
+"""Prefect's database on the stack's own PostgreSQL (``SHIPLINE_PREFECT_DATABASE=postgresql``)."""
 """How often a flow run tells the Prefect server it is alive (Prefect's minimum)."""
 UNRESPONSIVE_AFTER_SECONDS = 90
 """A running flow run silent for this long (its worker or host died) is marked Crashed."""
@@ -69,6 +71,16 @@ class Settings(BaseSettings):
     )
     log_store_url: str = Field(
         default="", description="PostgreSQL URL of the log store (default: the stack's own server)."
+    )
+    prefect_database: Literal["sqlite", "postgresql"] = Field(
+        default="sqlite",
+        description="Where the Prefect server keeps its state: embedded SQLite (one machine), or "
+        "PostgreSQL (the stack's own server, or SHIPLINE_PREFECT_DATABASE_URL): more than one worker host.",
+    )
+    prefect_database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of Prefect's PostgreSQL (postgresql+asyncpg://…); default: a database on "
+        "the stack's own server.",
     )
     log_tokenizer: Literal["trigram", "unicode61"] = Field(
         default="trigram",
@@ -186,6 +198,14 @@ class Settings(BaseSettings):
     def postgres_url(self) -> str:
         """The log store's PostgreSQL: the configured URL, else the stack's own server."""
         return self.log_store_url or f"postgresql://shipline@{self.host}:{self.postgres_port}/shipline_logs"
+
+    @property
+    def prefect_database_connection_url(self) -> str | None:
+        """Prefect's ``PREFECT_API_DATABASE_CONNECTION_URL``; None: embedded SQLite under ``prefect_home``."""
+        if self.prefect_database == "sqlite":
+            return None
+        own = f"postgresql+asyncpg://shipline@{self.host}:{self.postgres_port}/{PREFECT_DATABASE}"
+        return self.prefect_database_url or own
 
     @property
     def logs_page_url(self) -> str:

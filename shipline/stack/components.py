@@ -24,7 +24,7 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from shipline.config import POOLS, PROJECT_ROOT, Settings
+from shipline.config import POOLS, PREFECT_DATABASE, PROJECT_ROOT, Settings
 from shipline.discovery.nginx import test_config
 from shipline.discovery.routes import LUA_LIBRARY, LUA_MODULES, ROUTES_LUA, routing_mode
 from shipline.errors import ComponentStartError
@@ -564,18 +564,21 @@ class Postgres(Component):
     def ready(self) -> None:
         info = conninfo_to_dict(self.settings.postgres_url)
         role, database = str(info.get("user") or "shipline"), str(info.get("dbname") or "shipline_logs")
+        # Prefect's own database, when it runs on this server rather than on SQLite or an external one.
+        prefect = self.settings.prefect_database == "postgresql" and not self.settings.prefect_database_url
         try:
             with self._connect("postgres", timeout=5) as connection:
                 if not connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
                     connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-                if not connection.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
-                ).fetchone():
-                    connection.execute(
-                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                            sql.Identifier(database), sql.Identifier(role)
+                for name in (database, PREFECT_DATABASE) if prefect else (database,):
+                    if not connection.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+                    ).fetchone():
+                        connection.execute(
+                            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                                sql.Identifier(name), sql.Identifier(role)
+                            )
                         )
-                    )
             with self._connect(database, timeout=5) as connection:
                 connection.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         except psycopg.Error as exc:
@@ -622,13 +625,20 @@ class PrefectServer(ProjectProcess):
 
     def __post_init__(self) -> None:
         self.port = self.settings.prefect_port
+        if self.settings.prefect_database == "postgresql" and not self.settings.prefect_database_url:
+            self.needs = ("postgres",)
 
     @property
     def url(self) -> str:
         return self.settings.prefect_url
 
     def environment(self) -> dict[str, str]:
-        return {**super().environment(), "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+        environment = {**super().environment(), "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+        if (database := self.settings.prefect_database_connection_url) is not None:
+            environment["PREFECT_API_DATABASE_CONNECTION_URL"] = database
+        else:
+            environment.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # SQLite under PREFECT_HOME
+        return environment
 
     def prepare(self) -> None:
         self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
