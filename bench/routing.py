@@ -185,6 +185,7 @@ class Private:
                 if httpx.get(f"http://{s.host}:{s.discover_port}/healthz", trust_env=False).text == "ok\n":
                     return self
             time.sleep(0.1)
+        self.__exit__()  # nothing of the bench's stays behind
         raise RuntimeError(f"the bench's discover did not answer; see {s.log_dir / 'discover.log'}")
 
     def __exit__(self, *exc: object) -> None:
