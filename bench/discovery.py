@@ -35,6 +35,7 @@ QUIET_SECONDS = 0.25
 class _Port(BaseHTTPRequestHandler):
     wbufsize = 1 << 16  # one write per response (see bench/routing.py)
     disable_nagle_algorithm = True
+
     def do_GET(self) -> None:
         body = str(self.server.server_address[1]).encode()  # type: ignore[index]
         self.send_response(200)

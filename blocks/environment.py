@@ -8,7 +8,11 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator, model_validator
 
 from blocks.documents import load_document
+from shipline.mounts import HostMount, refused_entries
 from shipline.names import validate_name
+
+JAVA_ON_THE_HOST = [HostMount(path="/usr/lib/jvm"), HostMount(path="/etc/java-17-openjdk")]
+"""The default allow-list: Debian's JDK/JRE and its configuration, read-only (the Java sample's mounts)."""
 
 
 class ShiplineEnvironment(Block):
@@ -41,6 +45,22 @@ class ShiplineEnvironment(Block):
         description="Environments where the same image digest must have gone live first. Unset: prod "
         "requires pre, others nothing; an empty list lets any digest in.",
     )
+
+    host_mounts: list[HostMount] = Field(
+        default_factory=lambda: list(JAVA_ON_THE_HOST),
+        description="Host paths an app's spec may mount here (and anything below them), read-only unless "
+        "read_write. The root, /etc itself, /proc, /sys, /root, Docker's socket and data and Shipline's "
+        "home are refused.",
+    )
+
+    @field_validator("host_mounts")
+    @classmethod
+    def _never_the_host_itself(cls, value: list[HostMount]) -> list[HostMount]:
+        from shipline.config import load_settings
+
+        if refused := refused_entries(value, load_settings().home):
+            raise ValueError("; ".join(refused))
+        return value
 
     @field_validator("requires_passed")
     @classmethod

@@ -27,8 +27,8 @@ def delivery(source: str, ref: str | None = None, environments: list[str] | None
     a GitLab project gets a commit status per stage (`shipline/<stage>`) linking back to this run.
     """
     code = checkout_source(source, ref)
-    spec = read_app_spec(code.workspace)
     envs = environments if environments is not None else ["pre", "prod"]
+    spec = read_app_spec(code.workspace, envs)
     with reporting_to_gitlab(commit_statuses(spec.app, code.sha), [*STAGES.values(), *envs]):
         layers = prepare_base_layers(spec.image)
         artifact = compile_app(spec, code.workspace, layers.middleware, code.sha)

@@ -21,6 +21,7 @@ from tasks.deploy import (
 from tasks.notify import send_release_notice
 from tasks.ports import allocate_instance_ports, free_instance_ports
 from tasks.releases import (
+    check_host_mounts,
     check_road,
     close_release,
     ensure_deploy_limit,
@@ -40,6 +41,7 @@ def release(request: ReleaseRequest) -> Release:
 
     0. the road: the digest must have gone live first where the environment's block requires
        (``requires_passed``; unset, PROD requires PRE) — a refusal names the environment it has not passed;
+       and the instances' host mounts must be in the environment's ``host_mounts``;
     1. approval, when the environment's block or the app's spec (``requires_approval``) asks for it
        (answer in this run's form, or `shipline approve`);
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
@@ -59,6 +61,7 @@ def release(request: ReleaseRequest) -> Release:
     """
     environment = ShiplineEnvironment.for_env(request.env)
     check_road(request, environment)
+    check_host_mounts(request, environment)
     approve_release(request, required=request.requires_approval(environment.requires_approval))
     lock = ensure_deploy_limit(request.app, request.env)
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):

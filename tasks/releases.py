@@ -9,6 +9,8 @@ from prefect.runtime import flow_run
 
 from blocks.environment import ShiplineEnvironment
 from shipline.config import load_settings
+from shipline.errors import ReleaseError
+from shipline.mounts import mount_problems
 from shipline.release import lifecycle, road
 from shipline.release.history import Release, ReleaseStatus
 from shipline.release.plan import ReleaseRequest
@@ -63,6 +65,21 @@ def check_road(request: ReleaseRequest, environment: ShiplineEnvironment) -> lis
     for before, number in zip(required, passed, strict=True):
         get_run_logger().info("%s passed %s as release %s", request.digest, before, number)
     return passed
+
+
+@task(cache_policy=NO_CACHE)
+def check_host_mounts(request: ReleaseRequest, environment: ShiplineEnvironment) -> None:
+    """Refuse a release whose instances mount a host path the environment's block does not allow (a release
+    run started by hand skips the delivery's spec stage, which checks the same)."""
+    problems = mount_problems(
+        request.service.mounts,
+        environment.host_mounts,
+        env=request.env,
+        field="service.mounts",
+        home=load_settings().home,
+    )
+    if problems:
+        raise ReleaseError("; ".join(problems))
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)

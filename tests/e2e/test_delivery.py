@@ -106,6 +106,7 @@ def edit(path: Path, old: str, new: str) -> None:
         ("scan", "scan_source", "scan gate failed: ruff"),
         ("spec", "read_app_spec", "shipline.yaml:32 service.environments.pre.replicas"),
         ("ref", "checkout_source", "ref not found"),
+        ("mount", "read_app_spec", "service.mounts[0] /var/run/docker.sock: /var/run/docker.sock is"),
     ],
 )
 def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
@@ -134,6 +135,12 @@ def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
         # …from its repository (as a webhook delivers it), the delivery's spec stage refuses it.
         source = Path(resolve_source(str(sample), sources_dir=tmp_path / "sources"))
+    elif breakage == "mount":  # the host's Docker socket in every instance: root on PRE and PROD
+        edit(
+            sample / "shipline.yaml",
+            "  memory: 128m\n",
+            "  memory: 128m\n  mounts:\n    - {source: /var/run/docker.sock, target: /var/run/docker.sock}\n",
+        )
     else:
         args = ["--ref", "no-such-branch"]
     code, report = shipline_run(source, *args)
