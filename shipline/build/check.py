@@ -3,7 +3,9 @@
 GitLab's CI Lint is the model: every problem at once, each with its file and line, before a push costs a
 round trip through the workers. Checked: ``shipline.yaml`` against the app spec (every rule of
 ``shipline.spec``), the OS and middleware layers it names against those Shipline can build, and the
-paths it names (artifact, JUnit report, scan paths) against links that lead out of the repository.
+paths it names (artifact, JUnit report, scan paths) against links that lead out of the repository, and
+its host mounts against the paths no environment may allow (which ones an environment allows is its
+block's, checked by the delivery's spec stage).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel
 from shipline.build.layer_names import OS_LAYERS, middleware_names
 from shipline.errors import BuildError, SpecError
 from shipline.files import inside
+from shipline.mounts import never_allowed
 from shipline.spec import SPEC_FILE, load_spec
 
 
@@ -59,4 +62,9 @@ def check_repository(directory: Path) -> SpecCheck:
             inside(directory, path, what=what)
         except BuildError as exc:
             result.problems.append(f"{SPEC_FILE} {exc.message}")
+    # Host mounts no environment may allow; what each environment allows is its block's (the spec stage).
+    for field, mounts in (("build.mounts", spec.build.mounts), ("service.mounts", spec.service.mounts)):
+        for index, mount in enumerate(mounts):
+            if (reason := never_allowed(mount.source)) is not None:
+                result.problems.append(f"{SPEC_FILE} {field}[{index}] {mount.source}: {reason}")
     return result

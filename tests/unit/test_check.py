@@ -66,3 +66,19 @@ def test_the_command_exits_1_listing_every_problem_and_0_when_all_is_well(tmp_pa
         and "has 2 problem(s)" in refused.stderr
         and "shipline check" in refused.stderr
     )
+
+
+def test_a_mount_no_environment_may_allow_is_listed(tmp_path: Path) -> None:
+    repo = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "hello-python", repo)
+    spec = repo / "shipline.yaml"
+    spec.write_text(
+        spec.read_text().replace(
+            "  memory: 128m\n", "  memory: 128m\n  mounts:\n    - {source: /var/lib/docker, target: /d}\n"
+        )
+    )
+    result = check_repository(repo)
+    assert result.problems == [
+        "shipline.yaml service.mounts[0] /var/lib/docker: /var/lib/docker is /var/lib/docker or inside it, "
+        "which can never be mounted"
+    ]
