@@ -8,6 +8,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator, model_validator
 
 from blocks.documents import load_document
+from shipline.docker import JobResources
 from shipline.mounts import HostMount, refused_entries
 from shipline.names import validate_name
 
@@ -52,6 +53,22 @@ class ShiplineEnvironment(Block):
         "read_write. The root, /etc itself, /proc, /sys, /root, Docker's socket and data and Shipline's "
         "home are refused.",
     )
+
+    job_memory: str = Field(
+        default="2g",
+        pattern=r"^[1-9][0-9]*[kmg]$",
+        description="Memory of each job container here (build, unit test, auto-test command), no swap: "
+        "a job that needs more is killed and its stage fails naming this field.",
+    )
+    job_cpus: float = Field(default=2.0, gt=0, le=256, description="CPUs of each job container here.")
+
+    def job_resources(self, env: str) -> JobResources:
+        """The memory and CPUs of this environment's job containers, and where an operator raises them."""
+        return JobResources(
+            memory=self.job_memory,
+            cpus=self.job_cpus,
+            where=f"job_memory of the shipline-environment block {env!r}",
+        )
 
     @field_validator("host_mounts")
     @classmethod

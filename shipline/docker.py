@@ -10,6 +10,7 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -75,6 +76,21 @@ JOB_LIMITS: dict[str, Any] = {
 """What every job container (build, unit test, auto-test command) gets, whatever the spec says: no Linux
 capability (root inside cannot mount, trace, change owners or bypass file permissions), no privilege
 gained by setuid programs, and a pids limit that stops a fork bomb inside the container."""
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """Memory (no swap) and CPUs of a job container, as an environment's block sets them."""
+
+    memory: str
+    cpus: float
+    where: str
+    """The setting to raise, named when a job runs out of memory."""
+
+    def container(self) -> dict[str, Any]:
+        return {"mem_limit": self.memory, "memswap_limit": self.memory, "nano_cpus": int(self.cpus * 1e9)}
+
+
 LOGGED_LINES = 5000
 """Lines of a job's output sent to the run's log; the rest is counted, and its tail kept."""
 
@@ -88,11 +104,13 @@ def run_in_image(
     mounts: list[Mount],
     log: Log,
     timeout: float = 3600,
+    resources: JobResources | None = None,
 ) -> CommandResult:
     """Run ``sh -c command`` in ``image`` with the workspace mounted at /workspace; stream its output.
 
     The command is logged first (``$ …``), then every line it prints (up to ``LOGGED_LINES``). The
-    container runs with ``JOB_LIMITS``; after ``timeout`` seconds it is killed and the result says so.
+    container runs with ``JOB_LIMITS`` and ``resources`` (the environment's memory and CPUs); after
+    ``timeout`` seconds it is killed and the result says so, as it does when the memory runs out.
 
     Returns:
         The command's exit code and its last ``TAIL_LINES`` lines.
@@ -109,11 +127,20 @@ def run_in_image(
         argv=["sh", "-c", command],
         log=log,
         timeout=timeout,
+        resources=resources,
         working_dir=WORKSPACE,
         volumes=volumes,
         network_mode="host",
         environment={"CI": "true", "HOME": WORKSPACE},
     )
+
+
+def _out_of_memory(job: Any) -> bool:
+    """Whether the kernel killed the job's container for its memory limit."""
+    with contextlib.suppress(APIError, DockerException):
+        job.reload()
+        return bool(job.attrs.get("State", {}).get("OOMKilled"))
+    return False
 
 
 def run_job(
@@ -123,6 +150,7 @@ def run_job(
     argv: list[str],
     log: Log,
     timeout: float,
+    resources: JobResources | None = None,
     **container: Any,
 ) -> CommandResult:
     """Run ``argv`` in a new container of ``image`` with ``JOB_LIMITS`` and ``container`` settings.
@@ -136,7 +164,8 @@ def run_job(
     """
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
-        job = client.containers.run(image, argv, detach=True, **JOB_LIMITS, **container)
+        limits = JOB_LIMITS | (resources.container() if resources is not None else {})
+        job = client.containers.run(image, argv, detach=True, **(container | limits))
     except ImageNotFound as exc:
         raise BuildError(f"image {image} is not available on this host", transient=True) from exc
     except (APIError, DockerException) as exc:
@@ -168,6 +197,10 @@ def run_job(
         except (APIError, DockerException) as exc:
             raise BuildError(f"{' '.join(argv)!r} in {image} did not finish: {exc}", transient=True) from exc
         reader.join(timeout=10)
+        if code != 0 and resources is not None and _out_of_memory(job):
+            tail.append(
+                f"killed: out of memory at {resources.memory}, the job's memory limit ({resources.where})"
+            )
         return CommandResult(code, tuple(tail))
     finally:
         with contextlib.suppress(APIError, DockerException):  # already gone: nothing left to clean up

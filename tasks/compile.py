@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from blocks.environment import ShiplineEnvironment
 from blocks.registry import ShiplineRegistry
 from shipline.build.registry import PushedImage
 from shipline.config import load_settings
@@ -27,6 +28,7 @@ def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: st
         command=command,
         workspace=workspace,
         mounts=spec.build.mounts,
+        resources=ShiplineEnvironment.for_env("ci").job_resources("ci"),
         log=logger.info,
     )
     if done.code != 0:

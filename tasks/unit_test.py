@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from blocks.environment import ShiplineEnvironment
 from blocks.registry import ShiplineRegistry
 from shipline.build.junit import TestSummary, parse_junit
 from shipline.build.registry import PushedImage
@@ -34,6 +35,7 @@ def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha:
         command=f"export SHIPLINE_SHA={sha}; {spec.test.command}",
         workspace=workspace,
         mounts=spec.build.mounts,
+        resources=ShiplineEnvironment.for_env("ci").job_resources("ci"),
         log=get_run_logger().info,
     )
     summary = parse_junit(inside(workspace, spec.test.junit, what="test.junit"))  # the tests ran meanwhile

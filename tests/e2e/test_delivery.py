@@ -128,19 +128,20 @@ def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
         )
     elif breakage == "scan":
         edit(sample / "app" / "service.py", "import json\n", "import json\nimport sys\n")
-    elif breakage == "spec":
-        edit(sample / "shipline.yaml", "      replicas: 1", "      replicas: 0")
+    elif breakage in ("spec", "mount"):
+        if breakage == "spec":
+            edit(sample / "shipline.yaml", "      replicas: 1", "      replicas: 0")
+        else:  # the host's Docker socket in every instance: root on PRE and PROD
+            edit(
+                sample / "shipline.yaml",
+                "  memory: 128m\n",
+                "  memory: 128m\n  mounts:\n    - {source: /var/run/docker.sock, target: /sock}\n",
+            )
         # From the directory, `shipline run` refuses it before any run (as `shipline check` would)…
         refused = shipline("run", str(sample), "--json")
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr
         # …from its repository (as a webhook delivers it), the delivery's spec stage refuses it.
         source = Path(resolve_source(str(sample), sources_dir=tmp_path / "sources"))
-    elif breakage == "mount":  # the host's Docker socket in every instance: root on PRE and PROD
-        edit(
-            sample / "shipline.yaml",
-            "  memory: 128m\n",
-            "  memory: 128m\n  mounts:\n    - {source: /var/run/docker.sock, target: /var/run/docker.sock}\n",
-        )
     else:
         args = ["--ref", "no-such-branch"]
     code, report = shipline_run(source, *args)

@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from shipline.config import Settings
-from shipline.docker import docker_client, run_in_image
+from shipline.docker import JobResources, docker_client, run_in_image
 from shipline.release.autotest import in_release_image
 from tests.images import busybox_web_image
 
@@ -96,3 +96,47 @@ def test_an_auto_test_command_runs_as_nobody_in_the_release_image(
     assert said[0].startswith("$ sh -c") and f"(in {image}" in said[0]
     slow = run(["sleep", "60"], "http://127.0.0.1:1", 2)
     assert slow.code == 124
+
+
+def test_a_job_past_its_environments_memory_is_killed_and_says_which_setting_to_raise(
+    client: docker.DockerClient, image: str, tmp_path: Path
+) -> None:
+    limit = JobResources(memory="32m", cpus=1.0, where="job_memory of the shipline-environment block 'ci'")
+    done = run_in_image(
+        client,
+        image=image,
+        command="echo begun; dd if=/dev/zero of=/dev/null bs=256M count=1 && echo survived",
+        workspace=tmp_path,
+        mounts=[],
+        log=print,
+        timeout=60,
+        resources=limit,
+    )
+    assert done.code == 137, done  # SIGKILL from the kernel's OOM killer
+    assert done.tail[0] == "begun" and "survived" not in done.tail
+    assert done.tail[-1] == (
+        "killed: out of memory at 32m, the job's memory limit "
+        "(job_memory of the shipline-environment block 'ci')"
+    )
+
+
+def test_a_job_within_its_memory_runs_with_the_environments_cpus(
+    client: docker.DockerClient, image: str, tmp_path: Path
+) -> None:
+    limit = JobResources(memory="64m", cpus=0.5, where="job_memory of the shipline-environment block 'ci'")
+    done = run_in_image(
+        client,
+        image=image,
+        command="cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max 2>/dev/null; "
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; echo done",
+        workspace=tmp_path,
+        mounts=[],
+        log=print,
+        timeout=60,
+        resources=limit,
+    )
+    assert done.code == 0, done
+    seen = " ".join(done.tail)
+    assert "50000" in seen  # half a CPU: 50 ms per 100 ms period (cgroup v1 quota, or v2's cpu.max)
+    assert str(64 * 1024 * 1024) in seen
+    assert done.tail[-1] == "done"
