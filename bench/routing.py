@@ -41,6 +41,7 @@ from shipline.discovery.instances import retired_key
 from shipline.discovery.routes import Mode, lua_available, running_mode
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
+from tests.images import free_ports
 
 CHANGES = 100  # per probe kind and mode
 QUIET_SECONDS = 0.25
@@ -78,19 +79,6 @@ def _backends(count: int) -> Iterator[list[int]]:
         for server in servers:
             server.shutdown()
             server.server_close()
-
-
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _fresh_client() -> httpx.AsyncClient:
@@ -153,7 +141,7 @@ class Private:
     """An nginx (own home, free port, the given mode) on the stack's etcd, and a discover process for it."""
 
     def __init__(self, main: Settings, mode: Mode, home: Path) -> None:
-        nginx_port, discover_port = _free_ports(2)
+        nginx_port, discover_port = free_ports(2)
         self.settings = Settings(
             home=home,
             nginx_port=nginx_port,
