@@ -6,10 +6,13 @@ from prefect import flow
 from prefect.concurrency.sync import concurrency
 
 from blocks.environment import ShiplineEnvironment
+from shipline.discovery.splits import TrafficSplit
+from shipline.errors import CanaryAborted
 from shipline.release.approval import approve_release
 from shipline.release.history import Release, ReleaseStatus
 from shipline.release.plan import ReleaseRequest
 from tasks.autotest import run_release_tests
+from tasks.canary import analyse_canary, check_canary_routing, end_canary, start_canary
 from tasks.compose import render_compose_file
 from tasks.deploy import (
     remove_release_instances,
@@ -50,10 +53,15 @@ def release(request: ReleaseRequest) -> Release:
     4. health, then the auto-tests against every new instance directly (artifact) — no new instance takes
        traffic yet; only when all pass is the release cleared for traffic (``/shipline/cleared/...``), and
        the registrator puts its instances in etcd, and so behind nginx; the flow waits for that;
+    4b. a canary, where the spec asks for one in this environment (``canary``) and a live release serves:
+       the new instances take ``weight`` % of the requests for ``seconds``; nginx's figures (5xx rate, p99)
+       promote or abort it (artifact ``canary-{app}-{env}``), or an operator does (`shipline promote` /
+       `shipline abort`); an aborted canary is rolled back like a failed auto-test;
     5. old instances retired (each leaves etcd, and so nginx, before it stops), the clearances of other
        releases withdrawn, release live, notified.
     A failure in 3-4 withdraws the clearance, removes the new instances and records the release as rolled
-    back: whatever was live before keeps serving, untouched, and no user request met the new release.
+    back: whatever was live before keeps serving, untouched, and no user request met the new release (but
+    for a canary's share).
 
     Retried from the UI, the run is a new attempt: every task here has a side effect or reads the world
     as it is now, so none is served from a cache (``cache_policy=NO_CACHE``) — a new release record, new
@@ -63,11 +71,15 @@ def release(request: ReleaseRequest) -> Release:
     check_road(request, environment)
     check_host_mounts(request, environment)
     approve_release(request, required=request.requires_approval(environment.requires_approval))
+    wanted_canary = request.settings.canary
+    if wanted_canary is not None:
+        check_canary_routing(request.app, request.env)
     lock = ensure_deploy_limit(request.app, request.env)
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):
         fail_abandoned_releases(request.app, request.env, environment)
         opened = open_release(request)
         ports: list[int] = []
+        split: TrafficSplit | None = None
         try:
             ports = allocate_instance_ports(
                 request.app, request.env, request.replicas(environment.replicas), environment
@@ -83,11 +95,20 @@ def release(request: ReleaseRequest) -> Release:
                 image=f"{request.image}@{request.digest}",
                 docker_host=environment.docker_host,
             )
+            if wanted_canary is not None:
+                split = start_canary(opened, ports, environment, wanted_canary)
             clear_for_traffic(opened)
             wait_for_registration(compose, environment)
+            if split is not None and wanted_canary is not None:
+                verdict = analyse_canary(split, wanted_canary)
+                opened = opened.model_copy(update={"canary": verdict.summary()})
+                if not verdict.promoted:
+                    raise CanaryAborted(f"{request.app}/{request.env}: {verdict.summary()}")
         except Exception as failure:
             withdraw_traffic(request.app, request.env, only={opened.number})
             remove_release_instances(request.app, request.env, opened.number, environment)
+            if wanted_canary is not None:
+                end_canary(request.app, request.env)
             free_instance_ports(request.app, request.env, ports, environment)
             close_release(opened, ReleaseStatus.ROLLED_BACK)
             send_release_notice(
@@ -101,6 +122,8 @@ def release(request: ReleaseRequest) -> Release:
             environment=environment,
             grace_seconds=request.service.stop_grace_seconds,
         )
+        if split is not None:
+            end_canary(request.app, request.env)
         withdraw_traffic(request.app, request.env, keep=opened.number)
         free_instance_ports(request.app, request.env, ports, environment)
         live = close_release(opened, ReleaseStatus.LIVE)

@@ -25,6 +25,7 @@ from shipline.config import Settings, load_settings
 from shipline.errors import ShiplineError, SpecError
 
 if TYPE_CHECKING:
+    from shipline.discovery.splits import Decision
     from shipline.logs.store import LogStore
 
 app = typer.Typer(
@@ -201,6 +202,8 @@ def releases(
         typer.echo(
             f"#{release.number:<4} {release.status:<12} {when}  {release.sha[:12]}  {release.digest[:19]}"
         )
+        if release.canary:
+            typer.echo(f"      {release.canary}")
 
 
 @app.command()
@@ -628,6 +631,48 @@ def _answer(run: str, approve: bool, comment: str) -> None:
 
     run_id = answer_gate(run, approve=approve, comment=comment)
     typer.echo(f"{'Approved' if approve else 'Rejected'} flow run {run_id}.")
+
+
+def _decide_canary(app_name: str, env: str, decision: Decision) -> None:
+    import getpass
+
+    from shipline.discovery.splits import decide_split
+    from shipline.etcd_client import connect
+
+    async def decide() -> int:
+        async with connect(settings().etcd_url) as client:
+            by = f"{getpass.getuser()} (OS user, unverified)"
+            split = await decide_split(
+                client, app_name, env, "promote" if decision == "promote" else "abort", by
+            )
+            return split.release
+
+    release = asyncio.run(decide())
+    verb = "promotes" if decision == "promote" else "aborts"
+    typer.echo(
+        f"The release flow {verb} the canary of {app_name} in {env} (release {release}) within a second: "
+        f"shipline releases {app_name} --env {env} shows the outcome."
+    )
+
+
+@app.command()
+@reports_errors
+def promote(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
+    env: Annotated[str, typer.Option("--env", help="The environment of its running canary.")],
+) -> None:
+    """End a running canary early by promoting it: the new release takes all the traffic."""
+    _decide_canary(app_name, env, "promote")
+
+
+@app.command()
+@reports_errors
+def abort(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
+    env: Annotated[str, typer.Option("--env", help="The environment of its running canary.")],
+) -> None:
+    """End a running canary early by aborting it: its instances go, the live release serves on."""
+    _decide_canary(app_name, env, "abort")
 
 
 @app.command()

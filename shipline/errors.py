@@ -25,6 +25,7 @@ its ``hint`` says what to do next. Foreign exceptions are translated at the boun
         ├── PushError              the registry refused or dropped a push
         ├── DeployError            a compose file, a container or a health check failed
         ├── AutoTestError          the app's automated tests failed against a release
+        ├── CanaryAborted          a canary broke its limits, or an operator aborted it
         └── ScanError              the static scan could not run, or its quality gate failed
 
 ``transient`` marks failures worth retrying (a network error, a registry that is restarting); a task's
@@ -122,6 +123,10 @@ class DeployError(StageError):
 
 class AutoTestError(StageError):
     """The app's automated tests failed against a release."""
+
+
+class CanaryAborted(StageError):
+    """A canary's figures broke its spec's limits, or an operator aborted it: the live release serves on."""
 
 
 class SpecError(StageError):

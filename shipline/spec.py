@@ -159,6 +159,22 @@ class ImageSpec(Strict):
         return value
 
 
+class CanarySpec(Strict):
+    """A canary in one environment: after verification the new release takes ``weight`` % of the requests
+    beside the live one for ``seconds``; it is promoted only if its 5xx rate and p99 latency, measured by
+    nginx, stay within the limits — otherwise it is aborted and the live release never stops serving."""
+
+    weight: int = Field(default=10, ge=1, le=99, description="Percent of the requests the canary takes.")
+    seconds: float = Field(default=60, ge=1, le=3600, description="The analysis window.")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Largest share of 5xx answers.")
+    max_p99_ms: float = Field(default=500, gt=0, le=600_000, description="Largest p99 latency, in ms.")
+    min_requests: int = Field(
+        default=20,
+        ge=0,
+        description="Fewer canary requests than this in the window is no evidence: the canary is aborted.",
+    )
+
+
 class EnvironmentSettings(Strict):
     """Settings of the app in one environment."""
 
@@ -167,6 +183,9 @@ class EnvironmentSettings(Strict):
     requires_approval: bool = False
     """Wait for an operator before deploying here, even where the environment's block does not ask for it
     (a spec can add the gate; it never lifts the one an operator set)."""
+    canary: CanarySpec | None = None
+    """Progressive delivery here: the new release first takes a share of the traffic, judged by nginx's
+    figures (dynamic routing only), before it takes all of it."""
 
     @field_validator("environment")
     @classmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import docker
 
-APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "wget")
+APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "wget", "printf")
 
 
 def busybox_web_image(
@@ -22,6 +22,9 @@ def busybox_web_image(
     command: list[str] | None = None,
 ) -> str:
     """Import an image whose /www holds ``files``; push it; return its digest (sha256:…).
+
+    Files under ``cgi-bin/`` are executable: httpd runs them and sends what they print (a CGI program
+    that prints a whole ``HTTP/1.0 500 …`` head chooses its own status).
 
     Its command (``command``, by default ``serve_command()``) serves /www on 127.0.0.1:$PORT.
     """
@@ -38,6 +41,8 @@ def busybox_web_image(
             data = text.encode()
             info = tarfile.TarInfo(f"www/{name}")
             info.size = len(data)
+            if name.startswith("cgi-bin/"):
+                info.mode = 0o755  # httpd runs it as a CGI program
             archive.addfile(info, io.BytesIO(data))
     cmd = json.dumps(command or serve_command())
     client.api.import_image_from_data(

@@ -8,6 +8,7 @@ live instance (503).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +104,28 @@ def mode(request: pytest.FixtureRequest) -> Mode:
     """Each routing mode in turn."""
     mode: Mode = request.param
     return mode
+
+
+def fresh_get(port: int, path: str, host: str) -> str:
+    """One request on a new connection, closed after the answer, as curl makes it: "status body"."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = dechunk(body)
+    return f"{head.split()[1].decode()} {body.decode(errors='replace').strip()}"
+
+
+def dechunk(body: bytes) -> bytes:
+    """The data of a chunked HTTP/1.1 body."""
+    data = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size.split(b";")[0] or b"0", 16)
+        if length == 0:
+            break
+        data, body = data + rest[:length], rest[length + 2 :]
+    return data

@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from shipline.config import Settings
 from shipline.discovery.instances import Instance, parse_key, parse_retired_key
 from shipline.discovery.nginx import NginxConfig, file_name, render_app
-from shipline.discovery.routes import Mode, RoutingTable, TableSync, running_mode, upstream_name
+from shipline.discovery.routes import Mode, RoutingTable, TableSync, running_mode, upstream_name, weighted
+from shipline.discovery.splits import TrafficSplit, parse_split, parse_split_key
 from shipline.errors import DiscoveryError, ServiceUnavailableError
 from shipline.etcd_client import connect
 
@@ -126,6 +127,8 @@ class Discovery:
         self.known: set[tuple[str, str]] = set()
         self.retired: set[tuple[str, str]] = set()
         """Apps taken out of an environment (``shipline retire``): their routes go, not to a 503 page."""
+        self.splits: dict[tuple[str, str], TrafficSplit] = {}
+        """Canaries (``/shipline/canary/{app}/{env}``): their members take a share of the app's requests."""
         self.watching = False
         self._pending: asyncio.Task[None] | None = None
         self._oldest_change: float | None = None
@@ -152,19 +155,29 @@ class Discovery:
         result = await client.get_prefix(b"/")  # type: ignore[attr-defined]
         self.instances = {}
         self.retired = set()
+        self.splits = {}
         for kv in result:
             key = kv.key.decode()
             if (instance := parse_key(key)) is not None:
                 self.instances[key] = instance
             elif (retired := parse_retired_key(key)) is not None:
                 self.retired.add(retired)
+            elif (split := parse_split_key(key)) is not None and (value := parse_split(kv.value)) is not None:
+                self.splits[split] = value
         self.known |= {(i.app, i.env) for i in self.instances.values()} | self._previously_rendered()
         self.metrics.resyncs.inc()
         self._changed()
         return int(result.header.revision)
 
-    def _event(self, key: str, deleted: bool) -> bool:
+    def _event(self, key: str, deleted: bool, value: bytes = b"") -> bool:
         instance = parse_key(key)
+        if instance is None and (split := parse_split_key(key)) is not None:
+            parsed = None if deleted else parse_split(value)
+            if parsed is None:
+                self.splits.pop(split, None)
+            else:
+                self.splits[split] = parsed
+            return self.mode == "dynamic"  # template mode has no weights: a split changes nothing there
         if instance is None:
             retired = parse_retired_key(key)
             if retired is None:
@@ -212,7 +225,14 @@ class Discovery:
         self.known = {
             (app, env) for app, env in self.known | set(live) if self._live_or_kept(app, env, set(live))
         }
-        return {upstream_name(app, env): sorted(live.get((app, env), ())) for app, env in sorted(self.known)}
+        routes = {}
+        for app, env in sorted(self.known):
+            members = live.get((app, env), set())
+            split = self.splits.get((app, env))
+            routes[upstream_name(app, env)] = (
+                weighted(members, split.members, split.weight) if split else sorted(members)
+            )
+        return routes
 
     async def _apply(self) -> bool:
         """Bring nginx to the instances known now; True once it serves them (False: nothing changed)."""
@@ -366,7 +386,7 @@ class Discovery:
                 event = next_event.result()
             except StopAsyncIteration:
                 return
-            if self._event(event.kv.key.decode(), deleted=str(event.kind) == "DELETE"):
+            if self._event(event.kv.key.decode(), deleted=str(event.kind) == "DELETE", value=event.kv.value):
                 self._changed()
 
 

@@ -12,7 +12,13 @@ The admin API speaks lines of text, one change each, so that a bad line harms on
   ``set UPSTREAM ip:port,ip:port`` (no members: the app answers 503) and ``delete UPSTREAM`` (404); the
   answer is ``applied N`` and a ``rejected LINE: REASON`` line for each line refused;
 - ``GET /routes`` lists ``generation TOKEN`` and then ``UPSTREAM MEMBERS`` per line;
-- ``GET /routes/generation`` answers the generation alone (404 when the table is new: nginx restarted).
+- ``GET /routes/generation`` answers the generation alone (404 when the table is new: nginx restarted);
+- ``GET /routes/stats?upstream=NAME`` answers, while NAME has a canary, a line per member:
+  ``ip:port ATTEMPTS 5XX BUCKET:COUNT,…`` (bucket ``i`` holds latencies up to 1.05^i ms), counted since
+  nginx started.
+
+A canary's members follow a ``|WEIGHT`` marker in the member list (``a,b,|10,c``: ``c`` takes exactly 10 of
+every 100 requests); discover writes it while ``/shipline/canary/{app}/{env}`` names them (``weighted``).
 
 Template mode (files + ``nginx -t`` + reload, ``shipline.discovery.nginx``) is what runs where the module
 is missing, or when ``SHIPLINE_NGINX_MODE=template`` (operators' own templates, confd's layout).
@@ -80,6 +86,57 @@ def upstream_name(app: str, env: str) -> str:
     return f"{app}_{env}"
 
 
+def weighted(live: Collection[str], canary: Collection[str], weight: int) -> list[str]:
+    """The member list of a route with a canary: the other live members, ``|WEIGHT``, the canary's live
+    members — or all live members plainly while either side has none (nothing to split)."""
+    taking = sorted(set(live) & set(canary))
+    stable = sorted(set(live) - set(canary))
+    if not taking or not stable:
+        return sorted(live)
+    return [*stable, f"|{weight}", *taking]
+
+
+LATENCY_STEP = 1.05
+"""Latency bucket ``i`` of nginx's canary counts holds answers that took up to ``1.05**i`` ms."""
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    """nginx's counts of one member since it started: attempts, 5xx answers (and failed connections), and
+    a latency histogram (bucket → attempts)."""
+
+    attempts: int = 0
+    errors: int = 0
+    buckets: Mapping[int, int] = field(default_factory=dict)
+
+    def since(self, earlier: PeerStats) -> PeerStats:
+        """The counts added after ``earlier``; all of them if nginx restarted in between (counts fell)."""
+        if self.attempts < earlier.attempts or self.errors < earlier.errors:
+            return self
+        buckets = {b: n - earlier.buckets.get(b, 0) for b, n in self.buckets.items()}
+        return PeerStats(
+            self.attempts - earlier.attempts,
+            self.errors - earlier.errors,
+            {b: n for b, n in buckets.items() if n},
+        )
+
+
+def parse_stats(text: str) -> dict[str, PeerStats]:
+    """The answer of ``GET /routes/stats``: member → its counts."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            continue
+        buckets: dict[int, int] = {}
+        for item in parts[3].split(",") if len(parts) > 3 else []:
+            bucket, _, count = item.partition(":")
+            if bucket.isdigit() and count.isdigit():
+                buckets[int(bucket)] = int(count)
+        found[parts[0]] = PeerStats(int(parts[1]), int(parts[2]), buckets)
+    return found
+
+
 @dataclass
 class Applied:
     """What nginx's table made of an update."""
@@ -143,6 +200,15 @@ class RoutingTable:
             upstream, _, members = line.partition(" ")
             table[upstream] = [m for m in members.split(",") if m]
         return table
+
+    async def stats(self, upstream: str) -> dict[str, PeerStats]:
+        """nginx's counts of each member of ``upstream`` measured while it had a canary.
+
+        Raises:
+            DiscoveryError: nginx does not answer (transient).
+        """
+        response = await self._call("GET", f"/routes/stats?upstream={upstream}")
+        return parse_stats(response.text)
 
     async def update(
         self,

@@ -60,6 +60,8 @@ class Release(ReleaseSubject):
     status: ReleaseStatus = ReleaseStatus.DEPLOYING
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     finished: datetime | None = None
+    canary: str | None = None
+    """The canary's decision and figures, one line (``shipline.release.canary.CanaryVerdict.summary``)."""
 
 
 def _prefix(app: str, env: str) -> str:

@@ -26,14 +26,15 @@ def request(
     expect: str,
     *,
     command: list[str] | None = None,
+    files: dict[str, str] | None = None,
     **service: float,
 ) -> ReleaseRequest:
-    """A release of a busybox web image of ``version`` (running ``command`` if given) to PRE."""
+    """A release of a busybox web image of ``version`` (running ``command`` if given, serving ``files``
+    too) to PRE."""
     client = docker_client(settings.docker_url)
     repository = f"{settings.registry_address}/apps/{app}"
-    digest = busybox_web_image(
-        client, repository, version, {"healthz": "ok\n", "version.txt": f"{version}\n"}, command=command
-    )
+    served = {"healthz": "ok\n", "version.txt": f"{version}\n", **(files or {})}
+    digest = busybox_web_image(client, repository, version, served, command=command)
     return ReleaseRequest(
         app=app,
         env="pre",

@@ -5,7 +5,6 @@ with one keep-alive connection, while its instances answer their health path."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,21 +19,11 @@ from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
 from shipline.spec import AutoTests, HttpCheck
 from tests.e2e.test_release_flow import deliver, releases, request
+from tests.routing import fresh_get
 from tests.waiting import eventually
 
 RATE = 60
 """Requests per second of each client."""
-
-
-def fresh_get(port: int, path: str, host: str) -> str:
-    """One request on a new connection, closed after the answer, as curl makes it: "status body"."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return f"{head.split()[1].decode()} {body.decode(errors='replace').strip()}"
 
 
 class Load:

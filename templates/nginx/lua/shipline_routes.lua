@@ -9,14 +9,24 @@
 --
 -- Balancing per worker: round robin from a rotating start; a member whose connection failed is skipped for
 -- FAIL_TIMEOUT seconds (the template mode's max_fails=1 fail_timeout=2s) and the request tries the next one.
+--
+-- A canary: an entry "a,b,|W,c" sends exactly W of every 100 requests (spread evenly, per worker) to the
+-- members after the marker (c), the rest to those before it (a, b). While an upstream has a canary, nginx
+-- counts, per member, the attempts, their 5xx answers and a latency histogram (buckets of 5 %) in the shared
+-- dictionary shipline_stats, which the admin API serves at GET /routes/stats?upstream=NAME: the release
+-- flow's canary analysis reads it at the start and the end of its window.
 local balancer = require "ngx.balancer"
 
 local routes = ngx.shared.shipline_routes
+local stats = ngx.shared.shipline_stats
+local LATENCY_STEP = math.log(1.05) -- bucket i holds latencies up to 1.05^i ms
+local MAX_BUCKET = 300
 local FAIL_TIMEOUT = 2
 local MAX_TRIES = 3 -- proxy_next_upstream_tries of the template mode
 
 local _M = {}
-local parsed = {} -- upstream -> {value = entry, peers = {{address, host, port}, ...}}; per worker
+local parsed = {} -- upstream -> {value = entry, peers = {{address, host, port}, ...}, canary = {...}, weight = W}
+local spread = {} -- upstream -> requests routed while it had a canary; per worker
 local turn = {} -- upstream -> last start index; per worker
 local failed = {} -- "ip:port" -> ngx.now() of its last failed connection; per worker
 
@@ -34,20 +44,38 @@ local function split(address)
     return host, port
 end
 
-local function peers_of(upstream, value)
+local function weight_of(item)
+    local weight = tonumber(string.match(item, "^|(%d+)$"))
+    if weight and weight >= 1 and weight <= 99 then
+        return weight
+    end
+    return nil
+end
+
+local function route_of(upstream, value)
     local cached = parsed[upstream]
     if cached and cached.value == value then
-        return cached.peers
+        return cached
     end
-    local peers = {}
-    for address in string.gmatch(value, "[^,]+") do
-        local host, port = split(address)
+    local peers, canary, weight = {}, {}, nil
+    for item in string.gmatch(value, "[^,]+") do
+        local host, port = split(item)
         if host then
-            peers[#peers + 1] = { address, host, port }
+            local side = weight and canary or peers
+            side[#side + 1] = { item, host, port }
+        elseif weight == nil then
+            weight = weight_of(item)
         end
     end
-    parsed[upstream] = { value = value, peers = peers }
-    return peers
+    if weight and (#canary == 0 or #peers == 0) then
+        for _, peer in ipairs(canary) do
+            peers[#peers + 1] = peer
+        end
+        canary, weight = {}, nil
+    end
+    cached = { value = value, peers = peers, canary = canary, weight = weight }
+    parsed[upstream] = cached
+    return cached
 end
 
 -- access_by_lua: the members of the request's app, or its 404/503 answer.
@@ -60,15 +88,58 @@ function _M.route()
         ngx.say("no Shipline app answers to host ", ngx.var.host)
         return ngx.exit(ngx.HTTP_NOT_FOUND)
     end
-    local peers = peers_of(upstream, value)
+    local route = route_of(upstream, value)
+    local peers, group = route.peers, upstream
     if #peers == 0 then
         ngx.status = ngx.HTTP_SERVICE_UNAVAILABLE
         ngx.say("no live instance of ", app, " in ", env)
         return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
     end
-    local start = (turn[upstream] or 0) % #peers + 1
-    turn[upstream] = start
-    ngx.ctx.shipline = { peers = peers, start = start, tried = {} }
+    if route.weight then
+        local n = spread[upstream] or 0
+        spread[upstream] = n + 1
+        if math.floor((n + 1) * route.weight / 100) > math.floor(n * route.weight / 100) then
+            peers, group = route.canary, upstream .. "|canary"
+        end
+    end
+    local start = (turn[group] or 0) % #peers + 1
+    turn[group] = start
+    ngx.ctx.shipline = { peers = peers, start = start, tried = {}, upstream = upstream, measure = route.weight ~= nil }
+end
+
+local function fields(text)
+    local found = {}
+    for item in string.gmatch(text or "", "[^,%s]+") do
+        if item ~= ":" then
+            found[#found + 1] = item
+        end
+    end
+    return found
+end
+
+-- log_by_lua: while the upstream has a canary, count every attempt of the request on its member.
+function _M.record()
+    local state = ngx.ctx.shipline
+    if state == nil or not state.measure then
+        return
+    end
+    local addresses = fields(ngx.var.upstream_addr)
+    local statuses = fields(ngx.var.upstream_status)
+    local times = fields(ngx.var.upstream_response_time)
+    for i, address in ipairs(addresses) do
+        local peer = state.upstream .. " " .. address
+        stats:incr("n " .. peer, 1, 0)
+        local status = tonumber(statuses[i])
+        if status == nil or status >= 500 then
+            stats:incr("e " .. peer, 1, 0)
+        end
+        local ms = (tonumber(times[i]) or 0) * 1000
+        local bucket = 0
+        if ms > 1 then
+            bucket = math.min(MAX_BUCKET, math.ceil(math.log(ms) / LATENCY_STEP))
+        end
+        stats:incr("b " .. peer .. " " .. bucket, 1, 0)
+    end
 end
 
 -- balancer_by_lua: the next member for this attempt.
@@ -117,12 +188,47 @@ local function upstreams()
 end
 
 local function valid_members(members)
-    for address in string.gmatch(members, "[^,]+") do
-        if not split(address) then
-            return false, "not ip:port: " .. address
+    local markers = 0
+    for item in string.gmatch(members, "[^,]+") do
+        if string.sub(item, 1, 1) == "|" then
+            markers = markers + 1
+            if not weight_of(item) or markers > 1 then
+                return false, "not one canary weight |1..|99: " .. item
+            end
+        elseif not split(item) then
+            return false, "not ip:port: " .. item
         end
     end
     return true
+end
+
+-- GET /routes/stats?upstream=NAME: "MEMBER ATTEMPTS 5XX BUCKET:COUNT,..." per member of NAME's canary counts.
+local function serve_stats(upstream)
+    if upstream == nil or not string.match(upstream, UPSTREAM) then
+        ngx.status = ngx.HTTP_BAD_REQUEST
+        ngx.say("upstream=NAME is required")
+        return ngx.exit(ngx.HTTP_BAD_REQUEST)
+    end
+    local members = {}
+    local function member(address)
+        members[address] = members[address] or { n = 0, e = 0, b = {} }
+        return members[address]
+    end
+    for _, key in ipairs(stats:get_keys(0)) do
+        local kind, name, address, bucket = string.match(key, "^(%a) (%S+) (%S+) ?(%d*)$")
+        if name == upstream then
+            local count = stats:get(key) or 0
+            if kind == "b" then
+                local seen = member(address)
+                seen.b[#seen.b + 1] = bucket .. ":" .. count
+            elseif kind == "n" or kind == "e" then
+                member(address)[kind] = count
+            end
+        end
+    end
+    for address, seen in pairs(members) do
+        ngx.say(address, " ", seen.n, " ", seen.e, " ", table.concat(seen.b, ","))
+    end
 end
 
 -- One line of an update: "generation TOKEN", "full", "set UPSTREAM [a,b]", "delete UPSTREAM".
@@ -159,6 +265,9 @@ end
 -- a bad line is named in the answer and harms only itself).
 function _M.admin()
     if ngx.req.get_method() == "GET" then
+        if ngx.var.uri == "/routes/stats" then
+            return serve_stats(ngx.var.arg_upstream)
+        end
         if ngx.var.uri == "/routes/generation" then
             local generation = routes:get("generation")
             if generation == nil then
