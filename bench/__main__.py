@@ -12,12 +12,13 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from bench import build, discovery, logs, pipeline, rolling, routing, supervision, webhook
+    from bench import build, canary, discovery, logs, pipeline, rolling, routing, supervision, webhook
 
     chosen = sys.argv[1:] or [
         "build",
         "pipeline",
         "rolling",
+        "canary",
         "discovery",
         "routing",
         "supervision",
@@ -28,6 +29,7 @@ def main() -> int:
         ("build", build),
         ("pipeline", pipeline),
         ("rolling", rolling),
+        ("canary", canary),
         ("discovery", discovery),
         ("routing", routing),
         ("supervision", supervision),

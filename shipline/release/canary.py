@@ -84,6 +84,7 @@ class CanaryVerdict(BaseModel):
         """The analysis as rows for a Prefect table artifact."""
         limits = f"≤ {self.limits.max_error_rate:.1%} 5xx, p99 ≤ {self.limits.max_p99_ms:g} ms"
         rows: list[dict[str, str | int]] = []
+        decided = f"{self.decision_seconds * 1000:.0f}"
         for side, figures in (("canary", self.canary), ("baseline", self.baseline)):
             rows.append(
                 {
@@ -95,6 +96,7 @@ class CanaryVerdict(BaseModel):
                     "p99 ms": "n/a" if figures.p99_ms is None else f"{figures.p99_ms:.0f}",
                     "limits": limits if side == "canary" else "(for comparison)",
                     "decision": f"{self.decision} ({self.decided_by})" if side == "canary" else "",
+                    "decided ms after the window": decided if side == "canary" else "",
                 }
             )
         return rows

@@ -17,6 +17,7 @@ import docker
 from pydantic import BaseModel
 
 from shipline.discovery.instances import deregister, list_instances, retired_key, withdraw_clearances
+from shipline.discovery.splits import delete_split
 from shipline.errors import ReleaseError
 from shipline.etcd_client import connect
 from shipline.release.deploy import running_instances, stop_instances
@@ -57,6 +58,7 @@ def retire(
                 )
             # Clearances first: a registrator that resyncs meanwhile must not register them again.
             await withdraw_clearances(etcd, app, env)
+            await delete_split(etcd, app, env)  # a canary's share, if one ran: the routes go anyway
             registered = await list_instances(etcd, app=app, env=env)
             for instance in registered:
                 await deregister(etcd, instance)
