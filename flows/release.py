@@ -26,6 +26,7 @@ from tasks.ports import allocate_instance_ports, free_instance_ports
 from tasks.releases import (
     check_host_mounts,
     check_road,
+    check_secrets,
     close_release,
     ensure_deploy_limit,
     fail_abandoned_releases,
@@ -44,12 +45,15 @@ def release(request: ReleaseRequest) -> Release:
 
     0. the road: the digest must have gone live first where the environment's block requires
        (``requires_passed``; unset, PROD requires PRE) — a refusal names the environment it has not passed;
-       and the instances' host mounts must be in the environment's ``host_mounts``;
+       and the instances' host mounts must be in the environment's ``host_mounts``; every Prefect Secret
+       block a variable names (``{secret: NAME}``) must exist;
     1. approval, when the environment's block or the app's spec (``requires_approval``) asks for it
        (answer in this run's form, or `shipline approve`);
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
        release left `deploying` by a deploy that died (a killed worker) is failed and its instances removed;
     3. ports reserved, docker-compose.yml rendered (artifact), new instances started beside the old ones;
+       secret values (Secret blocks, and plain values under secret-looking names) are never written to
+       the file or the artifact: the deploy reads them and gives them to `docker compose up` directly;
     4. health, then the auto-tests against every new instance directly (artifact) — no new instance takes
        traffic yet; only when all pass is the release cleared for traffic (``/shipline/cleared/...``), and
        the registrator puts its instances in etcd, and so behind nginx; the flow waits for that;
@@ -70,6 +74,7 @@ def release(request: ReleaseRequest) -> Release:
     environment = ShiplineEnvironment.for_env(request.env)
     check_road(request, environment)
     check_host_mounts(request, environment)
+    check_secrets(request)
     approve_release(request, required=request.requires_approval(environment.requires_approval))
     wanted_canary = request.settings.canary
     if wanted_canary is not None:

@@ -179,7 +179,7 @@ def releases(
     from datetime import UTC, datetime, timedelta
 
     from shipline.release.dora import dora_metrics
-    from shipline.release.lifecycle import release_history
+    from shipline.release.lifecycle import release_as_shown, release_history
 
     history = release_history(app_name, env, etcd_url=settings().etcd_url)
     if stats:
@@ -192,7 +192,7 @@ def releases(
             typer.echo(f"{name:<24} {shown}")
         return
     if as_json:
-        typer.echo(json.dumps([release.model_dump(mode="json") for release in history], indent=2))
+        typer.echo(json.dumps([release_as_shown(release) for release in history], indent=2))
         return
     if not history:
         typer.echo(f"{app_name} has no release in {env}.")
@@ -336,6 +336,9 @@ def check(
         typer.echo(f"{len(result.problems)} problem(s) in {directory / 'shipline.yaml'}:", err=True)
         for problem in result.problems:
             typer.echo(f"  {problem}", err=True)
+    if not as_json:
+        for note in result.notes:
+            typer.echo(f"note: {note}", err=True)
     if not result.ok:
         raise typer.Exit(1)
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shipline.errors import SpecError
 from shipline.names import NAME_PATTERN
@@ -21,6 +30,11 @@ _VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _RELATIVE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SECRET_BLOCK = re.compile(r"[a-z0-9-]{1,255}")
+"""A Prefect block document name, as Prefect itself requires it: lower-case letters, digits and dashes."""
+_SECRET_WORDS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE")
+MASK = "****"
+"""What a masked plain value shows, where people read a release (``shipline releases --json``)."""
 
 
 def _name(value: str, what: str) -> str:
@@ -175,11 +189,63 @@ class CanarySpec(Strict):
     )
 
 
+def looks_secret(variable: str) -> bool:
+    """Whether a variable's name says it holds a secret: a part (between ``_``) names a password, secret,
+    token, credential or private thing, or ends in KEY (``API_KEY``, ``APIKEY``; not ``KEYCLOAK_URL``).
+
+    A plain value under such a name is never written into a compose file or an artifact (it is passed to
+    ``docker compose`` through its environment instead) and is masked where a release is shown.
+    """
+    return any(
+        part.endswith("KEY") or any(word in part for word in _SECRET_WORDS) for part in variable.split("_")
+    )
+
+
+class SecretRef(Strict):
+    """A variable's value kept in a Prefect Secret block, read by the release flow when it deploys.
+
+    Written ``DB_PASSWORD: {secret: payments-db}``. Only the block's name travels with the release
+    (request, etcd record, compose file, artifact); the value reaches the app's containers alone.
+    """
+
+    secret: str
+    """The Secret block's name (``prefect block create secret``, or Blocks in the UI)."""
+
+    @field_validator("secret")
+    @classmethod
+    def _block_name(cls, value: str) -> str:
+        return _secret_block(value)
+
+
+def _secret_block(name: object) -> str:
+    if not isinstance(name, str) or _SECRET_BLOCK.fullmatch(name) is None:
+        raise ValueError(
+            f"secret {name!r} is not a Prefect block name (lower-case letters, digits and dashes)"
+        )
+    return name
+
+
+def _environment_value(value: object) -> object:
+    """A variable's value: text, or ``{secret: BLOCK}`` with a valid Prefect block name."""
+    if isinstance(value, str | SecretRef):
+        return value
+    if isinstance(value, dict) and set(value) == {"secret"}:
+        return SecretRef(secret=_secret_block(value["secret"]))
+    raise ValueError(
+        "must be text (quote numbers and booleans) or {secret: NAME}, NAME a Prefect Secret block"
+    )
+
+
+EnvironmentValue = Annotated[str | SecretRef, BeforeValidator(_environment_value)]
+"""A variable's value in the spec: text as it is, or a reference to a Prefect Secret block."""
+
+
 class EnvironmentSettings(Strict):
     """Settings of the app in one environment."""
 
     replicas: int | None = Field(default=None, ge=1, le=64)
-    environment: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, EnvironmentValue] = Field(default_factory=dict)
+    """Variables of every instance: text, or ``{secret: BLOCK}`` read from a Prefect Secret block."""
     requires_approval: bool = False
     """Wait for an operator before deploying here, even where the environment's block does not ask for it
     (a spec can add the gate; it never lifts the one an operator set)."""
@@ -189,12 +255,25 @@ class EnvironmentSettings(Strict):
 
     @field_validator("environment")
     @classmethod
-    def _variables(cls, value: dict[str, str]) -> dict[str, str]:
+    def _variables(cls, value: dict[str, str | SecretRef]) -> dict[str, str | SecretRef]:
         for key, item in value.items():
             _variable(key)
-            if "\x00" in item:
+            if isinstance(item, str) and "\x00" in item:
                 raise ValueError(f"the value of {key} holds a NUL byte")
         return value
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The variables read from Secret blocks: variable → block name."""
+        return {key: item.secret for key, item in self.environment.items() if isinstance(item, SecretRef)}
+
+    def masked(self) -> EnvironmentSettings:
+        """These settings with every plain value under a secret-looking name (``looks_secret``) masked."""
+        shown = {
+            key: MASK if isinstance(item, str) and looks_secret(key) else item
+            for key, item in self.environment.items()
+        }
+        return self.model_copy(update={"environment": shown})
 
 
 class ServiceSpec(Strict):
@@ -224,6 +303,12 @@ class ServiceSpec(Strict):
     def in_environment(self, env: str) -> EnvironmentSettings:
         """The settings of ``env``: replicas and variables as the spec gives them, defaults otherwise."""
         return self.environments.get(env, EnvironmentSettings())
+
+    def masked(self) -> ServiceSpec:
+        """This section with the plain values of secret-looking variables masked, in every environment."""
+        return self.model_copy(
+            update={"environments": {env: s.masked() for env, s in self.environments.items()}}
+        )
 
     @field_validator("environments")
     @classmethod
@@ -281,6 +366,26 @@ class AppSpec(Strict):
                     "which Shipline sets per instance"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _own_secrets_only(self) -> AppSpec:
+        problems = foreign_secrets(self.app, self.service)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def foreign_secrets(app: str, service: ServiceSpec) -> list[str]:
+    """The variables that name a Secret block of another app: an app reads only the blocks named after it,
+    ``{app}`` or ``{app}-…`` (``payments-db`` for ``payments``), so no spec can take another team's secret
+    (or any other Secret block an operator keeps) into its containers."""
+    return [
+        f"service.environments.{env}.environment.{variable}: secret {block!r} is not {app}'s "
+        f"(an app reads only the Secret blocks named {app} or {app}-…)"
+        for env, settings in service.environments.items()
+        for variable, block in settings.secrets.items()
+        if block != app and not block.startswith(f"{app}-")
+    ]
 
 
 def _lines(node: yaml.Node, path: tuple[str | int, ...], found: dict[tuple[str | int, ...], int]) -> None:

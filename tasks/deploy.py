@@ -18,15 +18,25 @@ from shipline.release.deploy import (
     stop_instances,
     wait_healthy,
 )
+from shipline.release.secrets import read_secrets
 from shipline.retries import retry_if_transient
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
 def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> list[int]:
-    """docker compose up the release's services beside the running ones; return their ports."""
+    """docker compose up the release's services beside the running ones; return their ports.
+
+    The values of secret variables are read from their Prefect Secret blocks here, and go only into the
+    environment of ``docker compose up``: never into a file, a log line or this task's result.
+    """
     path = compose_path(load_settings().releases_dir, compose)
+    secret_values = read_secrets(compose.secrets, where=f"{compose.app}/{compose.env}")
     compose_up(
-        path, project=compose.project, services=compose.service_names, docker_host=environment.docker_host
+        path,
+        project=compose.project,
+        services=compose.service_names,
+        docker_host=environment.docker_host,
+        variables=compose.passed_environment(secret_values),
     )
     get_run_logger().info("started %s on %s", ", ".join(compose.service_names), environment.docker_host)
     return compose.ports

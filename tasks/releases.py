@@ -14,6 +14,7 @@ from shipline.mounts import mount_problems
 from shipline.release import lifecycle, road
 from shipline.release.history import Release, ReleaseStatus
 from shipline.release.plan import ReleaseRequest
+from shipline.release.secrets import read_secrets
 from shipline.retries import retry_if_transient
 
 
@@ -80,6 +81,20 @@ def check_host_mounts(request: ReleaseRequest, environment: ShiplineEnvironment)
     )
     if problems:
         raise ReleaseError("; ".join(problems))
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
+def check_secrets(request: ReleaseRequest) -> list[str]:
+    """Refuse a release whose variables name a Prefect Secret block that is missing or holds no text,
+    before approval and before anything is deployed; return the variables read from blocks (names only).
+    The deploy reads the values again when it starts the instances: they are never kept."""
+    secrets = request.settings.secrets
+    read_secrets(secrets, where=f"{request.app}/{request.env}")
+    if secrets:
+        get_run_logger().info(
+            "secret variables: %s", ", ".join(f"{v} (Secret block {b})" for v, b in sorted(secrets.items()))
+        )
+    return sorted(secrets)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)

@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from blocks import ShiplineEnvironment
+from shipline.build.check import plain_secret_notes
 from shipline.config import load_settings
 from shipline.errors import SpecError
 from shipline.mounts import mount_problems
@@ -32,7 +33,10 @@ def read_app_spec(workspace: Path, environments: Sequence[str] = ("pre", "prod")
         problems += mount_problems(spec.service.mounts, allowed, env=env, field="service.mounts", home=home)
     if problems:
         raise SpecError(f"shipline.yaml: {'; '.join(problems)}")
-    get_run_logger().info(
+    logger = get_run_logger()
+    logger.info(
         "app %s: %s on %s/%s", spec.app, spec.image.middleware.name, spec.image.os.name, spec.image.os.version
     )
+    for note in plain_secret_notes(spec):
+        logger.warning(note)
     return spec

@@ -5,7 +5,8 @@ round trip through the workers. Checked: ``shipline.yaml`` against the app spec 
 ``shipline.spec``), the OS and middleware layers it names against those Shipline can build, and the
 paths it names (artifact, JUnit report, scan paths) against links that lead out of the repository, and
 its host mounts against the paths no environment may allow (which ones an environment allows is its
-block's, checked by the delivery's spec stage).
+block's, checked by the delivery's spec stage). Notes, which fail nothing: plain values under names that
+look secret, which belong in a Prefect Secret block.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from shipline.build.layer_names import OS_LAYERS, middleware_names
 from shipline.errors import BuildError, SpecError
 from shipline.files import inside
 from shipline.mounts import never_allowed
-from shipline.spec import SPEC_FILE, load_spec
+from shipline.spec import SPEC_FILE, AppSpec, load_spec, looks_secret
 
 
 class SpecCheck(BaseModel):
@@ -27,6 +28,8 @@ class SpecCheck(BaseModel):
     directory: str
     app: str | None = None
     problems: list[str] = []
+    notes: list[str] = []
+    """What passes but deserves a look: plain values that look like secrets."""
 
     @property
     def ok(self) -> bool:
@@ -67,4 +70,18 @@ def check_repository(directory: Path) -> SpecCheck:
         for index, mount in enumerate(mounts):
             if (reason := never_allowed(mount.source)) is not None:
                 result.problems.append(f"{SPEC_FILE} {field}[{index}] {mount.source}: {reason}")
+    result.notes = plain_secret_notes(spec)
     return result
+
+
+def plain_secret_notes(spec: AppSpec) -> list[str]:
+    """A note for each plain value under a secret-looking name: it works (and is kept out of compose
+    files and artifacts), but it is in the repository for everyone who can read it."""
+    return [
+        f"{SPEC_FILE} service.environments.{env}.environment.{variable}: a plain value under a name that "
+        f"looks secret is in the repository; an operator can keep it in a Prefect Secret block, and the "
+        f"spec name it: {variable}: {{secret: {spec.app}-{variable.lower().replace('_', '-')}}}"
+        for env, settings in spec.service.environments.items()
+        for variable, value in settings.environment.items()
+        if isinstance(value, str) and looks_secret(variable)
+    ]

@@ -4,19 +4,51 @@ Nothing is validated here a second time: the service settings were validated wit
 (``shipline.spec``), the image and digest with the request (``shipline.release.plan``), and the ports
 come from the allocator. The template renders every value as a JSON string (and ``$`` as ``$$``), so no
 value can break out of the field it belongs to or be interpolated by Compose.
+
+Secrets are never written: a variable read from a Prefect Secret block (``{secret: NAME}``), and a plain
+value under a name that looks secret (``shipline.spec.looks_secret``), stand in the file as a required
+Compose variable, ``"DB_PASSWORD": "${SHIPLINE_SECRET_DB_PASSWORD:?…}"``. The deploy gives ``docker
+compose up`` their values in its own environment (``passed_environment``), under that prefix so that no
+app variable can set one that Compose, the Docker client or Python read themselves (``DOCKER_HOST``,
+``COMPOSE_FILE``, ``PATH`` …); Compose substitutes each once, literally, and fails if one is missing.
+Docker keeps the values in the container's configuration, so a restart of the container still has them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field
 
 from shipline.config import PROJECT_ROOT
+from shipline.errors import DeployError
 from shipline.files import write_atomically
 from shipline.release.plan import ReleaseRequest
-from shipline.spec import ServiceSpec
+from shipline.spec import SecretRef, ServiceSpec, looks_secret
+
+PASSED_PREFIX = "SHIPLINE_SECRET_"
+"""Prefix of the variables of ``docker compose up``'s environment that carry the app's secret values."""
+
+
+class ComposeVariable(NamedTuple):
+    """An app variable in the compose file: its value, written; or none, and where the deploy reads it."""
+
+    name: str
+    value: str | None
+    source: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Whether the deploy gives the value to ``docker compose up`` instead of the file holding it."""
+        return self.value is None
+
+    @property
+    def reference(self) -> str:
+        """``${SHIPLINE_SECRET_NAME:?…}``: Compose substitutes it, or stops when the deploy gave none."""
+        return f"${{{PASSED_PREFIX}{self.name}:?no value given for {self.name} (from {self.source})}}"
 
 
 class ComposeFile(BaseModel):
@@ -40,9 +72,42 @@ class ComposeFile(BaseModel):
         return self.request.service
 
     @property
-    def environment(self) -> dict[str, str]:
-        """The app's variables in this environment (the port variable is set per instance)."""
-        return self.request.settings.environment
+    def variables(self) -> list[ComposeVariable]:
+        """The app's variables in this environment, as written (the port variable is set per instance)."""
+        variables = []
+        for name, value in self.request.settings.environment.items():
+            if isinstance(value, SecretRef):
+                variables.append(ComposeVariable(name, None, f"the Secret block {value.secret}"))
+            elif looks_secret(name):
+                variables.append(ComposeVariable(name, None, "the app spec, its name looks secret"))
+            else:
+                variables.append(ComposeVariable(name, value))
+        return variables
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The variables read from Prefect Secret blocks at deploy time: variable → block name."""
+        return self.request.settings.secrets
+
+    def passed_environment(self, secret_values: Mapping[str, str]) -> dict[str, str]:
+        """What ``docker compose up`` needs in its environment: the value of every variable not written
+        (``SHIPLINE_SECRET_{NAME}`` → value).
+
+        Args:
+            secret_values: The value of each variable in ``secrets`` (variable → value), read from its block.
+
+        Raises:
+            DeployError: naming a variable read from a block that ``secret_values`` lacks.
+        """
+        missing = sorted(set(self.secrets) - set(secret_values))
+        if missing:
+            raise DeployError(f"{self.project}: no value was read for {', '.join(missing)}")
+        spec = self.request.settings.environment
+        return {
+            f"{PASSED_PREFIX}{v.name}": secret_values[v.name] if v.name in self.secrets else str(spec[v.name])
+            for v in self.variables
+            if v.passed
+        }
 
     @property
     def project(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import docker
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from shipline.docker import compose_binary, docker_client
 from shipline.errors import DeployError
 from shipline.health import poll_health
+from shipline.spec import MASK
 
 
 class RunningInstance(BaseModel):
@@ -33,18 +35,28 @@ class RunningInstance(BaseModel):
 
 
 def compose_up(
-    compose_file: Path, *, project: str, services: list[str], docker_host: str, timeout: float = 300
+    compose_file: Path,
+    *,
+    project: str,
+    services: list[str],
+    docker_host: str,
+    variables: Mapping[str, str] | None = None,
+    timeout: float = 300,
 ) -> None:
     """Create or update the services of ``compose_file``; containers of other services are left running.
 
     Compose's exit status is not enough: ``up --detach`` exits 0 even when the engine refuses to create a
     container. So every service in ``services`` must have a running container afterwards.
 
+    Args:
+        variables: Given to Compose in its environment only, for the file's ``${…}`` (the secret values
+            of ``ComposeFile.passed_environment``): never written, never part of a message.
+
     Raises:
         DeployError: with the engine's own message if it rejects the file or a container.
     """
     command = [compose_binary(), "-p", project, "-f", str(compose_file), "up", "--detach", "--quiet-pull"]
-    env = {**os.environ, "DOCKER_HOST": docker_host}
+    env = {**os.environ, **(variables or {}), "DOCKER_HOST": docker_host}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -56,6 +68,8 @@ def compose_up(
     missing = _services_not_running(docker_client(docker_host), project, services)
     if done.returncode != 0 or missing:
         reason = (errors or lines or ["no output"])[-1]
+        for value in (variables or {}).values():
+            reason = reason.replace(value, MASK) if value else reason  # whatever Compose quotes back
         not_running = f" ({', '.join(missing)} not running)" if missing else ""
         raise DeployError(
             f"{project}: docker compose up failed{not_running}: {reason}",

@@ -13,6 +13,7 @@ The records live in etcd (``shipline.release.history``); these functions open on
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -180,6 +181,15 @@ def rollback_target(history: list[Release], *, to: int | None) -> Release:
 def replay_request(target: Release) -> ReleaseRequest:
     """The request of ``target``, ready to be deployed again."""
     return ReleaseRequest.model_validate(target.request)
+
+
+def release_as_shown(release: Release) -> dict[str, Any]:
+    """``release`` as people read it (``shipline releases --json``): its request with the plain values of
+    secret-looking variables masked. The record itself keeps them: a rollback replays it."""
+    shown = release.model_dump(mode="json")
+    if release.request:
+        shown["request"] = replay_request(release).masked().model_dump(mode="json")
+    return shown
 
 
 def deploy_limit_name(app: str, env: str) -> str:

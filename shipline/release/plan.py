@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from shipline.names import NAME_PATTERN
 from shipline.release.history import ReleaseSubject
 from shipline.release.notify import Outcome, ReleaseNotice
-from shipline.spec import AppSpec, AutoTests, EnvironmentSettings, ServiceSpec
+from shipline.spec import AppSpec, AutoTests, EnvironmentSettings, ServiceSpec, foreign_secrets
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _REPOSITORY = re.compile(r"[a-z0-9][a-z0-9._:/-]{0,254}")
@@ -51,6 +51,14 @@ class ReleaseRequest(ReleaseSubject):
             raise ValueError(f"{value!r} is not a sha256 digest: apps are deployed by digest, never by tag")
         return value
 
+    @model_validator(mode="after")
+    def _own_secrets_only(self) -> ReleaseRequest:
+        # A request started by hand (Run in the UI) never met the spec's rule: it is the same rule.
+        problems = foreign_secrets(self.app, self.service)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _recorded_before_one_service_model(cls, data: Any) -> Any:
@@ -78,6 +86,10 @@ class ReleaseRequest(ReleaseSubject):
     def requires_approval(self, environment_requires: bool) -> bool:
         """Whether the deploy waits for an operator: the environment's block, or the app's own spec, asks."""
         return environment_requires or self.settings.requires_approval
+
+    def masked(self) -> ReleaseRequest:
+        """This request as people read it: plain values under secret-looking names masked (``****``)."""
+        return self.model_copy(update={"service": self.service.masked()})
 
     def notice(self, outcome: Outcome, release: int, detail: str = "") -> ReleaseNotice:
         """What to tell people about this request's release."""

@@ -82,3 +82,25 @@ def test_a_mount_no_environment_may_allow_is_listed(tmp_path: Path) -> None:
         "shipline.yaml service.mounts[0] /var/lib/docker: /var/lib/docker is /var/lib/docker or inside it, "
         "which can never be mounted"
     ]
+
+
+def test_a_plain_value_that_looks_secret_passes_with_a_note(tmp_path: Path) -> None:
+    repo = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "hello-python", repo)
+    spec = repo / "shipline.yaml"
+    spec.write_text(
+        spec.read_text().replace(
+            "{GREETING: hello from PRE}",
+            "{GREETING: hello from PRE, DB_PASSWORD: hunter2, API_KEY: {secret: hello-python-api}}",
+        )
+    )
+    result = check_repository(repo)
+    assert result.ok, result.problems
+    assert result.notes == [
+        "shipline.yaml service.environments.pre.environment.DB_PASSWORD: a plain value under a name that "
+        "looks secret is in the repository; an operator can keep it in a Prefect Secret block, and the "
+        "spec name it: DB_PASSWORD: {secret: hello-python-db-password}"
+    ]
+    done = shipline("check", str(repo))
+    assert done.returncode == 0 and "note: shipline.yaml service.environments.pre" in done.stderr
+    assert "hunter2" not in done.stdout + done.stderr

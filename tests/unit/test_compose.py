@@ -1,5 +1,7 @@
 """The compose file: derived from the release request, a golden rendering, Compose as the judge."""
 
+import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -8,7 +10,7 @@ import pytest
 import yaml
 
 from shipline.docker import compose_binary
-from shipline.errors import SpecError
+from shipline.errors import DeployError, SpecError
 from shipline.release.compose import compose_file_for, compose_path, render_compose, write_compose_file
 from shipline.release.plan import ReleaseRequest
 from shipline.spec import parse_spec
@@ -155,3 +157,60 @@ def test_the_file_is_written_whole_under_the_release(tmp_path: Path) -> None:
 def test_golden_file_is_valid_yaml() -> None:
     document = yaml.safe_load(GOLDEN.read_text())
     assert document["services"]["shop-22000"]["network_mode"] == "host"
+
+
+SECRET_VALUE = 's3cr$t ${HOME} "quoted"\nsecond line'
+PLAIN_TOKEN = "plain-token-7f3a"
+WITH_SECRETS = SPEC.replace(
+    "LOG_LEVEL: info", f"LOG_LEVEL: info, DB_PASSWORD: {{secret: shop-db}}, API_TOKEN: {PLAIN_TOKEN}"
+)
+
+
+def test_secret_values_are_never_written_only_named(tmp_path: Path) -> None:
+    compose = compose_file_for(request(WITH_SECRETS), 7, [22000])
+    releases = tmp_path / "releases"
+    _, text = write_compose_file(releases, compose)
+    assert PLAIN_TOKEN not in text  # a plain value under a secret-looking name stays out too
+    assert '"GREETING": "hello: world"' in text  # …while ordinary values are written as before
+    assert (
+        '"DB_PASSWORD": "${SHIPLINE_SECRET_DB_PASSWORD:?no value given for DB_PASSWORD '
+        '(from the Secret block shop-db)}"' in text
+    )
+    assert '"API_TOKEN": "${SHIPLINE_SECRET_API_TOKEN:?' in text
+    assert compose.secrets == {"DB_PASSWORD": "shop-db"}
+    passed = compose.passed_environment({"DB_PASSWORD": SECRET_VALUE})
+    assert passed == {"SHIPLINE_SECRET_DB_PASSWORD": SECRET_VALUE, "SHIPLINE_SECRET_API_TOKEN": PLAIN_TOKEN}
+    for path in releases.rglob("*"):
+        assert path.is_dir() or (SECRET_VALUE not in path.read_text() and PLAIN_TOKEN not in path.read_text())
+
+
+def test_compose_takes_each_secret_from_its_environment_literally(tmp_path: Path) -> None:
+    compose = compose_file_for(request(WITH_SECRETS), 7, [22000])
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(render_compose(compose))
+    environment = {**os.environ, **compose.passed_environment({"DB_PASSWORD": SECRET_VALUE})}
+    done = subprocess.run(
+        [compose_binary(), "-f", str(path), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        check=False,
+    )
+    variables = json.loads(done.stdout)["services"]["shop-22000"]["environment"]
+    # `compose config` prints $ as $$: the value is taken as it is, never interpolated further.
+    assert variables["DB_PASSWORD"] == SECRET_VALUE.replace("$", "$$")
+    assert variables["API_TOKEN"] == PLAIN_TOKEN
+    assert variables["GREETING"] == "hello: world"
+    # Run by hand without the deploy's environment, Compose stops and says where the value comes from.
+    bare = subprocess.run(
+        [compose_binary(), "-f", str(path), "config"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "required variable SHIPLINE_SECRET_DB_PASSWORD is missing a value" in bare.stderr
+    assert "from the Secret block shop-db" in bare.stderr
+
+
+def test_a_secret_left_unread_is_refused_before_compose_runs() -> None:
+    compose = compose_file_for(request(WITH_SECRETS), 7, [22000])
+    with pytest.raises(DeployError, match="shop-prod: no value was read for DB_PASSWORD"):
+        compose.passed_environment({})

@@ -4,7 +4,7 @@ import pytest
 
 from shipline.errors import ReleaseError
 from shipline.release.history import Release, ReleaseStatus
-from shipline.release.lifecycle import replay_request, rollback_target
+from shipline.release.lifecycle import release_as_shown, replay_request, rollback_target
 
 REQUEST = {
     "app": "shop",
@@ -65,3 +65,26 @@ def test_a_release_recorded_before_the_one_service_model_replays_with_its_settin
     assert replayed.replicas(default=1) == 2
     assert replayed.settings.environment == {"GREETING": "hi"}
     assert replayed.service.health_path == "/up"
+
+
+def test_a_release_with_secrets_replays_its_references_and_its_plain_values() -> None:
+    # The record keeps what a redeploy needs: the block's name (its value is read again at deploy time)
+    # and the spec's plain values, which are masked only where people read the release.
+    service = {
+        "environments": {
+            "prod": {
+                "environment": {
+                    "DB_PASSWORD": {"secret": "shop-db"},
+                    "API_TOKEN": "plain-token",
+                    "GREETING": "hi",
+                }
+            }
+        }
+    }
+    (target,) = history(ReleaseStatus.LIVE, request={**REQUEST, "service": service})
+    replayed = replay_request(target)
+    assert replayed.settings.secrets == {"DB_PASSWORD": "shop-db"}
+    assert replayed.settings.environment["API_TOKEN"] == "plain-token"
+    shown = release_as_shown(target)["request"]["service"]["environments"]["prod"]["environment"]
+    assert shown == {"DB_PASSWORD": {"secret": "shop-db"}, "API_TOKEN": "****", "GREETING": "hi"}
+    assert target.request["service"]["environments"]["prod"]["environment"]["API_TOKEN"] == "plain-token"

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from shipline.errors import SpecError
-from shipline.spec import load_spec, parse_spec
+from shipline.release.plan import ReleaseRequest
+from shipline.spec import EnvironmentSettings, SecretRef, ServiceSpec, load_spec, looks_secret, parse_spec
 
 VALID = """\
 app: shop
@@ -110,3 +111,79 @@ def test_not_yaml_names_the_line() -> None:
 
 def test_not_a_mapping() -> None:
     assert "expected a mapping" in problems("- just\n- a list\n")
+
+
+SECRETS = VALID.replace("{GREETING: hello}", "{GREETING: hello, DB_PASSWORD: {secret: shop-db}}")
+
+
+def test_a_variable_may_name_a_secret_block_instead_of_holding_its_value() -> None:
+    settings = parse_spec(SECRETS).service.environments["pre"]
+    assert settings.environment == {"GREETING": "hello", "DB_PASSWORD": SecretRef(secret="shop-db")}
+    assert settings.secrets == {"DB_PASSWORD": "shop-db"}
+    # What a release records, and a rollback replays: the reference, never a value.
+    dumped = settings.model_dump(mode="json")
+    assert dumped["environment"]["DB_PASSWORD"] == {"secret": "shop-db"}
+    assert EnvironmentSettings.model_validate(dumped) == settings
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("{secret: Shop_DB}", "secret 'Shop_DB' is not a Prefect block name"),
+        ("{secret: ''}", "secret '' is not a Prefect block name"),
+        ("{secret: [shop-db]}", "secret ['shop-db'] is not a Prefect block name"),
+        ("{secret: shop-db, default: x}", "must be text (quote numbers and booleans) or {secret: NAME}"),
+        ("{vault: shop-db}", "must be text (quote numbers and booleans) or {secret: NAME}"),
+        ("42", "must be text (quote numbers and booleans) or {secret: NAME}"),
+    ],
+)
+def test_a_bad_secret_reference_names_the_variable_and_its_line(value: str, expected: str) -> None:
+    message = problems(VALID.replace("{GREETING: hello}", f"{{GREETING: hello, DB_PASSWORD: {value}}}"))
+    assert f"shipline.yaml:15 service.environments.pre.environment.DB_PASSWORD: {expected}" in message
+
+
+def test_an_app_reads_only_the_secret_blocks_named_after_it() -> None:
+    assert parse_spec(SECRETS.replace("shop-db", "shop")).service.environments["pre"].secrets
+    message = problems(SECRETS.replace("shop-db", "payments-db"))
+    assert (
+        "service.environments.pre.environment.DB_PASSWORD: secret 'payments-db' is not shop's "
+        "(an app reads only the Secret blocks named shop or shop-…)" in message
+    )
+    # "shopping-db" starts with "shop" but is not one of shop's blocks.
+    assert "secret 'shopping-db' is not shop's" in problems(SECRETS.replace("shop-db", "shopping-db"))
+
+
+def test_a_release_started_by_hand_meets_the_same_rule() -> None:
+    service = ServiceSpec.model_validate(
+        {"environments": {"pre": {"environment": {"DB_PASSWORD": {"secret": "payments-db"}}}}}
+    )
+    with pytest.raises(ValueError, match="secret 'payments-db' is not shop's"):
+        ReleaseRequest(
+            app="shop",
+            env="pre",
+            image="r/apps/shop",
+            digest="sha256:" + "1" * 64,
+            sha="a" * 40,
+            service=service,
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("DB_PASSWORD", True),
+        ("PASSWD", True),
+        ("API_KEY", True),
+        ("APIKEY", True),
+        ("STRIPE_SECRET_KEY", True),
+        ("GITHUB_TOKEN", True),
+        ("AWS_CREDENTIALS", True),
+        ("SSH_PRIVATE_KEY_FILE", True),
+        ("GREETING", False),
+        ("KEYCLOAK_URL", False),
+        ("LOG_LEVEL", False),
+        ("DB_HOST", False),
+    ],
+)
+def test_which_names_look_secret(name: str, secret: bool) -> None:
+    assert looks_secret(name) is secret
