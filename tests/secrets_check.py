@@ -4,6 +4,7 @@ the stack's log files. A delivery must leave a token in none of them."""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -98,6 +99,21 @@ def files_holding(secret: str, root: Path) -> list[str]:
         if path.is_file() and not path.is_symlink():
             content = path.read_bytes()
             found += [str(path.relative_to(root)) for form in wanted if form in content]
+    return found
+
+
+def results_holding(secret: str, root: Path) -> list[str]:
+    """Persisted Prefect results under ``root`` (base64 of a pickle, or JSON) that hold ``secret``."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            content = path.read_bytes()
+            try:
+                decoded = base64.b64decode(content, validate=False)
+            except binascii.Error:  # not base64: JSON, or a bare value
+                decoded = b""
+            if secret.encode() in content or secret.encode() in decoded:
+                found.append(str(path.relative_to(root)))
     return found
 
 

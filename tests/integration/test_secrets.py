@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,14 @@ from shipline.release.plan import ReleaseRequest
 from shipline.spec import AutoTests, HttpCheck, ServiceSpec
 from tests.cli import shipline
 from tests.images import busybox_web_image
-from tests.secrets_check import containers_holding, files_holding, places_holding, run_tree, texts_of_runs
+from tests.secrets_check import (
+    containers_holding,
+    files_holding,
+    places_holding,
+    results_holding,
+    run_tree,
+    texts_of_runs,
+)
 from tests.waiting import eventually
 
 
@@ -92,15 +98,6 @@ def etcd_values_holding(settings: Settings, text: str) -> list[str]:
     return asyncio.run(read())
 
 
-def newer_files_holding(root: Path, text: str, since: float) -> list[str]:
-    """Files under ``root`` changed since ``since`` that hold ``text`` (persisted results of this run)."""
-    return [
-        str(path)
-        for path in root.rglob("*")
-        if path.is_file() and path.stat().st_mtime >= since and text.encode() in path.read_bytes()
-    ]
-
-
 def test_a_secret_reaches_the_container_and_nowhere_else(
     settings: Settings,
     app: str,
@@ -109,7 +106,6 @@ def test_a_secret_reaches_the_container_and_nowhere_else(
 ) -> None:
     block, core = secret_block
     plain_token = f"tok{uuid.uuid4().hex}"
-    started = time.time()
     live = release(request(settings, app, block, plain_token))
     client = docker_client(settings.docker_url)
 
@@ -139,12 +135,13 @@ def test_a_secret_reaches_the_container_and_nowhere_else(
     artifacts = [text for where, text in texts_of_runs(runs) if where.startswith("artifact compose-")]
     assert artifacts and "${SHIPLINE_SECRET_DB_PASSWORD:?" in artifacts[0]
     output = capfd.readouterr()
+    results = Path(settings.prefect_environment()["PREFECT_LOCAL_STORAGE_PATH"])  # persisted task results
     log_files = sorted((settings.home / "logs").glob("*.log"))
     for secret in (core, plain_token):
         assert files_holding(secret, settings.releases_dir / app) == []
         assert secret not in output.out + output.err
-        assert newer_files_holding(Path(settings.home / "prefect" / "storage"), secret, started) == []
     assert places_holding(core, runs, log_files) == []
+    assert results_holding(core, results) == []
     assert etcd_values_holding(settings, core) == []
     # A plain value under a secret-looking name: out of files, artifacts and logs, but it is part of the
     # request — the run's parameters and the release record, which a rollback replays — and masked where
@@ -152,6 +149,7 @@ def test_a_secret_reaches_the_container_and_nowhere_else(
     parameters = [f"parameters of run {live.flow_run_id}"]
     assert places_holding(plain_token, runs, log_files) == parameters
     assert etcd_values_holding(settings, plain_token) == [f"/shipline/releases/{app}/pre/{live.number:06d}"]
+    assert results_holding(plain_token, results)  # the release the flow returned, request and all
     shown = shipline("releases", app, "--env", "pre", "--json")
     assert shown.returncode == 0 and plain_token not in shown.stdout and core not in shown.stdout
     variables = json.loads(shown.stdout)[-1]["request"]["service"]["environments"]["pre"]["environment"]

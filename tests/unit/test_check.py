@@ -86,7 +86,7 @@ def test_a_mount_no_environment_may_allow_is_listed(tmp_path: Path) -> None:
 
 def test_a_plain_value_that_looks_secret_passes_with_a_note(tmp_path: Path) -> None:
     repo = tmp_path / "app"
-    shutil.copytree(EXAMPLES / "hello-python", repo)
+    shutil.copytree(EXAMPLES / "hello-python", repo, symlinks=True)
     spec = repo / "shipline.yaml"
     spec.write_text(
         spec.read_text().replace(
