@@ -196,7 +196,7 @@ def provision(settings: Settings, report: Report = print) -> bool:
         _apply_blocks(settings, report)
         _apply_deployments(specs, report)
         _remove_retired_deployments(specs, report)
-        _apply_automations(report)
+        _apply_automations(settings, report)
     except (httpx.HTTPError, RuntimeError) as exc:
         raise ServiceUnavailableError(
             f"prefect: provisioning at {settings.prefect_api_url} failed: {exc}",
@@ -297,23 +297,32 @@ def _remove_retired_deployments(specs: list[DeploymentSpec], report: Report) -> 
 
 
 CRASH_UNRESPONSIVE_RUNS = "shipline-crash-unresponsive-runs"
+UNRESPONSIVE_WEBHOOK = "shipline-unresponsive-runs"
+"""The Webhook block the automation calls: ``shipline web``'s ``/hooks/prefect/unresponsive``."""
 
 
-def _apply_automations(report: Report) -> None:
+def _apply_automations(settings: Settings, report: Report) -> None:
     """Prefect's zombie-run automation: a run whose heartbeats stop (a killed worker) becomes Crashed.
 
     Without it a flow run whose process died stays Running in the UI for ever (PrefectHQ/prefect#16746).
+    The automation asks ``shipline web`` to check and crash the run (``shipline.stack.unresponsive``) rather
+    than changing its state itself, which it would also do to runs that finished (their final state can
+    reach Prefect's trigger service before their last heartbeat). The automation of an earlier provisioning
+    is replaced.
     """
+    from prefect.blocks.webhook import Webhook
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.actions import CallWebhook
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
+    hook = Webhook(method="POST", url=f"{settings.web_url}/hooks/prefect/unresponsive")
+    block_id = hook.save(UNRESPONSIVE_WEBHOOK, overwrite=True)
     automation = AutomationCore(
         name=CRASH_UNRESPONSIVE_RUNS,
-        description=f"Marks a running flow run Crashed when it sends no heartbeat for "
-        f"{UNRESPONSIVE_AFTER_SECONDS} s: its worker or host died.",
+        description=f"Asks shipline web to mark a running flow run Crashed when it sends no heartbeat for "
+        f"{UNRESPONSIVE_AFTER_SECONDS} s (its worker or host died); shipline web checks first that the run "
+        "still runs and is still silent.",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={
@@ -329,16 +338,11 @@ def _apply_automations(report: Report) -> None:
             threshold=1,
             within=timedelta(seconds=UNRESPONSIVE_AFTER_SECONDS),
         ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"no heartbeat for {UNRESPONSIVE_AFTER_SECONDS} s: the worker or its host died",
-            )
-        ],
+        actions=[CallWebhook(block_document_id=block_id, payload='{"flow_run": "{{ event.resource.id }}"}')],
     )
     with get_client(sync_client=True) as client:
-        if client.read_automations_by_name(CRASH_UNRESPONSIVE_RUNS):
-            return
+        for existing in client.read_automations_by_name(CRASH_UNRESPONSIVE_RUNS):
+            client.delete_automation(existing.id)  # provisioning runs when Shipline changed: apply anew
         client.create_automation(automation)
     report(f"  prefect      created automation {CRASH_UNRESPONSIVE_RUNS}")
 

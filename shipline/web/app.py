@@ -10,6 +10,10 @@
 - 2xx with a JSON reason for an event that starts nothing (GitLab disables hooks that keep failing);
 - 202 with the flow run's id and UI URL for a new delivery, 200 with the same run for a redelivery.
 
+``POST /hooks/prefect/unresponsive`` takes Prefect's automation ``shipline-crash-unresponsive-runs``
+(``{"flow_run": "prefect.flow-run.<id>"}``) and marks the run Crashed only if it is still Running without a
+heartbeat (``shipline.stack.unresponsive``); 200 with what was done, 400 for a body that names no run.
+
 ``GET /healthz`` answers ``ok`` while the service runs. ``/logs`` is the log search page
 (``shipline.web.logs``), served when the app is given a log store. Nothing here blocks the event loop:
 the GitLab block, onboarded apps and Prefect are reached asynchronously, the log store on threads.
@@ -25,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar, cast
+from uuid import UUID
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -36,6 +41,7 @@ from shipline.errors import ConfigError, ShiplineError
 from shipline.gitlab.events import Ignored, decide, parse_event, project_of
 from shipline.gitlab.events import Trigger as GitLabTrigger
 from shipline.gitlab.triggers import StartedRun
+from shipline.stack.unresponsive import Outcome, flow_run_id
 from shipline.web.logs import LogPage, LogStoreSource
 
 log = logging.getLogger("shipline.web")
@@ -57,6 +63,8 @@ class Starter(Protocol):
 T = TypeVar("T")
 SecretSource = Callable[[], Awaitable[str | None]]
 AppSource = Callable[[str], Awaitable[OnboardedApp | None]]
+RunJudge = Callable[[UUID], Awaitable[Outcome]]
+"""Crashes a suspected run if it really is unresponsive (``shipline.stack.unresponsive``)."""
 
 
 class Cached(Generic[T]):
@@ -107,6 +115,7 @@ def create_app(
     starter: Starter,
     ui_url: str,
     logs: LogStoreSource | None = None,
+    unresponsive: RunJudge | None = None,
 ) -> Starlette:
     """The web service, reading the webhook secret, onboarded apps, Prefect and the log store through what
     it is given.
@@ -118,6 +127,7 @@ def create_app(
         ui_url: Prefect UI's base URL, for the links in answers.
         logs: Opens the log store that ``/logs`` searches (None: no log page). Its stores are closed when
             the app shuts down (the ASGI lifespan).
+        unresponsive: Judges a run Prefect's automation suspects (None: no such endpoint).
     """
 
     async def gitlab_hook(request: Request) -> Response:
@@ -187,10 +197,32 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def unresponsive_hook(request: Request) -> Response:
+        assert unresponsive is not None
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                payload: Any = json.loads(await request.body())
+        except (TimeoutError, ClientDisconnect, ValueError, RecursionError):
+            return _error(400, "the body is not JSON")
+        run = flow_run_id(str(payload.get("flow_run", ""))) if isinstance(payload, dict) else None
+        if run is None:
+            return _error(400, 'the body names no flow run: {"flow_run": "prefect.flow-run.<id>"}')
+        try:
+            outcome = await unresponsive(run)
+        except Exception as exc:  # Prefect away or answering an error: the automation fires again later
+            log.warning("flow run %s suspected unresponsive, not judged: %s", run, exc)
+            return _error(503, f"Prefect could not be asked about flow run {run}: {exc}")
+        log.info("%s", outcome.reason)
+        return JSONResponse({"crashed": outcome.crashed, "reason": outcome.reason})
+
     routes: list[BaseRoute] = [
         Route("/hooks/gitlab", gitlab_hook, methods=["POST"], max_body_size=MAX_BODY),
         Route("/healthz", healthz, methods=["GET"]),
     ]
+    if unresponsive is not None:
+        routes.append(
+            Route("/hooks/prefect/unresponsive", unresponsive_hook, methods=["POST"], max_body_size=MAX_BODY)
+        )
     log_page = LogPage(logs) if logs is not None else None
     if log_page is not None:
         routes += log_page.routes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 import httpx
 import uvicorn
@@ -13,6 +14,7 @@ from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect
 from shipline.gitlab.triggers import DeliveryStarter
 from shipline.logs.stores import open_store
+from shipline.stack.unresponsive import Outcome, crash_if_unresponsive
 from shipline.web.app import Cached, create_app
 
 
@@ -52,6 +54,14 @@ class OnboardedApps:
         return app_of_project(await self._apps(), project)
 
 
+async def judge_run(run: UUID) -> Outcome:
+    """Crash ``run`` if it is really unresponsive (the Prefect API of ``PREFECT_API_URL``)."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await crash_if_unresponsive(client, run)
+
+
 async def serve(settings: Settings) -> None:
     """Serve on ``settings.host:settings.web_port`` until SIGTERM or SIGINT (uvicorn's graceful shutdown).
 
@@ -65,6 +75,7 @@ async def serve(settings: Settings) -> None:
             starter=DeliveryStarter(settings.prefect_api_url, client),
             ui_url=settings.prefect_url,
             logs=lambda: open_store(settings),
+            unresponsive=judge_run,
         )
         config = uvicorn.Config(
             app,
