@@ -21,6 +21,8 @@ from tasks.unit_test import run_unit_tests
 def delivery(source: str, ref: str | None = None, environments: list[str] | None = None) -> DeliverySummary:
     """Deliver one commit of an app: checkout, compile, unit test, scan, layered image, push, release.
 
+    The app named in shipline.yaml must belong to the repository delivered (`shipline apps list`).
+
     Every stage is a task run below, with its log and artifacts (unit-test table, scan summary, image
     digest). The same digest goes to each environment in turn (default PRE, then PROD) through that
     environment's `release` deployment; a failed release stops the delivery there. An app onboarded from
@@ -28,7 +30,7 @@ def delivery(source: str, ref: str | None = None, environments: list[str] | None
     """
     code = checkout_source(source, ref)
     envs = environments if environments is not None else ["pre", "prod"]
-    spec = read_app_spec(code.workspace, envs)
+    spec = read_app_spec(code.workspace, envs, source)
     with reporting_to_gitlab(commit_statuses(spec.app, code.sha), [*STAGES.values(), *envs]):
         layers = prepare_base_layers(spec.image)
         artifact = compile_app(spec, code.workspace, layers.middleware, code.sha)

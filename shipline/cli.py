@@ -596,6 +596,40 @@ def apps_add(
     typer.echo(f"Onboarded {done.app.app} from {repository}{where}, branch {branch}; webhook {done.webhook}.")
 
 
+@apps.command("transfer")
+@reports_errors
+def apps_transfer(
+    repository: Annotated[
+        str, typer.Argument(metavar="REPO_URL", help="Clone URL or path of the repository the app moves to.")
+    ],
+    branch: Annotated[str, typer.Option("--branch", help="A push to this branch delivers the app.")] = "main",
+    project: Annotated[
+        str | None,
+        typer.Option("--project", help="GitLab project (group/name): its pushes start deliveries."),
+    ] = None,
+) -> None:
+    """Move the app its shipline.yaml names to this repository: only this one ships it from now on."""
+    import getpass
+
+    from blocks.gitlab import ShiplineGitLab
+    from shipline.onboarding import onboard
+
+    current = settings()
+    gitlab = ShiplineGitLab.configured()
+    done = onboard(
+        repository,
+        branch=branch,
+        project=project,
+        etcd_url=current.etcd_url,
+        gitlab=gitlab.project(project) if gitlab is not None and project is not None else None,
+        webhook_url=current.webhook_url,
+        webhook_secret=gitlab.webhook_secret if gitlab is not None else None,
+        token=gitlab.token_for(repository) if gitlab is not None else None,
+        transfer_from=f"{getpass.getuser()} (OS user)",
+    )
+    typer.echo(f"{done.app.app} now belongs to {repository}; deliveries from anywhere else are refused.")
+
+
 @apps.command("list")
 @reports_errors
 def apps_list(as_json: JsonOption = False) -> None:
@@ -609,7 +643,9 @@ def apps_list(as_json: JsonOption = False) -> None:
     if not found:
         typer.echo("No app is onboarded: shipline apps add REPO_URL")
     for a in found:
-        typer.echo(f"{a.app:<24} {a.branch:<12} {a.project or '-':<28} {a.repository}")
+        typer.echo(
+            f"{a.app:<24} {a.branch:<12} {a.project or '-':<28} {a.repository}  (bound by {a.bound_by})"
+        )
 
 
 @apps.command("remove")

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 
-from shipline.apps import OnboardedApp, get_app, list_apps, remove_app, save_app
+from shipline.apps import OnboardedApp, get_app, list_apps, remove_app, same_repository, save_app
 from shipline.build.checkout import checkout
 from shipline.errors import ConfigError
 from shipline.etcd_client import connect
@@ -52,24 +52,32 @@ def onboard(
     webhook_url: str,
     webhook_secret: SecretStr | None,
     token: SecretStr | None = None,
+    transfer_from: str | None = None,
 ) -> Onboarded:
     """Record the app of ``repository`` and, with ``gitlab``, hook its project to ``webhook_url``.
 
+    Args:
+        transfer_from: The operator moving the app here from the repository it is bound to now (``shipline
+            apps transfer``); None refuses an app bound elsewhere.
+
     Raises:
-        ConfigError: if the app is onboarded from another repository already, or a GitLab project is given
-            without a webhook secret to protect its hook.
+        ConfigError: if the app is bound to another repository already (and this is no transfer), or a
+            GitLab project is given without a webhook secret to protect its hook.
         NotifyError: if GitLab refuses the hook.
     """
     name = read_app_name(repository, branch=branch, token=token)
-    record = OnboardedApp(app=name, repository=repository, project=project, branch=branch)
+    how = f"a transfer by {transfer_from}" if transfer_from else "shipline apps add"
+    record = OnboardedApp(app=name, repository=repository, project=project, branch=branch, bound_by=how)
 
     async def save() -> None:
         async with connect(etcd_url) as client:
             existing = await get_app(client, name)
-            if existing is not None and existing.repository != repository:
+            moved = existing is not None and not same_repository(existing.repository, repository)
+            if existing is not None and moved and transfer_from is None:
                 raise ConfigError(
-                    f"app {name} is onboarded from {existing.repository}, not {repository}",
-                    hint=f"shipline apps remove {name} first if it really moved",
+                    f"app {name} belongs to {existing.repository} (bound by {existing.bound_by}), "
+                    f"not {repository}",
+                    hint=f"if it really moved, an operator moves it: shipline apps transfer {repository}",
                 )
             await save_app(client, record)
 
