@@ -75,14 +75,14 @@ def release(request: ReleaseRequest) -> Release:
     check_road(request, environment)
     check_host_mounts(request, environment)
     check_secrets(request)
-    approve_release(request, required=request.requires_approval(environment.requires_approval))
+    approval = approve_release(request, required=request.requires_approval(environment.requires_approval))
     wanted_canary = request.settings.canary
     if wanted_canary is not None:
         check_canary_routing(request.app, request.env)
     lock = ensure_deploy_limit(request.app, request.env)
     with concurrency(lock, occupy=1, strict=True, lease_duration=DEPLOY_LOCK_LEASE_SECONDS):
         fail_abandoned_releases(request.app, request.env, environment)
-        opened = open_release(request)
+        opened = open_release(request, approval.recorded() if approval is not None else None)
         ports: list[int] = []
         split: TrafficSplit | None = None
         try:

@@ -202,6 +202,8 @@ def releases(
         typer.echo(
             f"#{release.number:<4} {release.status:<12} {when}  {release.sha[:12]}  {release.digest[:19]}"
         )
+        if release.approval:
+            typer.echo(f"      {release.approval}")
         if release.canary:
             typer.echo(f"      {release.canary}")
 

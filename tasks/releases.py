@@ -98,10 +98,13 @@ def check_secrets(request: ReleaseRequest) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
-def open_release(request: ReleaseRequest) -> Release:
-    """Record the release in etcd as ``deploying`` under the next number."""
+def open_release(request: ReleaseRequest, approval: str | None = None) -> Release:
+    """Record the release in etcd as ``deploying`` under the next number, with who approved it."""
     release = lifecycle.open_release(
-        request, etcd_url=load_settings().etcd_url, flow_run_id=str(flow_run.get_id() or "")
+        request,
+        etcd_url=load_settings().etcd_url,
+        flow_run_id=str(flow_run.get_id() or ""),
+        approval=approval,
     )
     get_run_logger().info(
         "release %s of %s in %s: %s", release.number, release.app, release.env, release.digest

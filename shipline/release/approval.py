@@ -26,6 +26,17 @@ class ApprovalDecision(RunInput):
     comment: str = ""
     reviewer: str = ""
 
+    def recorded(self) -> str:
+        """The decision as the release records it: who, how they are known, and why.
+
+        Without per-user accounts in Prefect, a name is what the answerer gave: the OS user of
+        ``shipline approve``, or what was typed in the UI form — recorded as unverified.
+        """
+        verdict = "approved" if self.approve else "rejected"
+        who = self.reviewer.strip() or "an operator who gave no name (UI form)"
+        comment = f": {self.comment.strip()}" if self.comment.strip() else ""
+        return f"{verdict} by {who} (unverified){comment}"
+
 
 def wait_for_approval(*, app: str, env: str, digest: str, timeout_seconds: int) -> ApprovalDecision:
     """Pause the current flow run until an operator approves or rejects deploying ``digest`` to ``env``.
@@ -101,7 +112,8 @@ def answer_gate(run: str, *, approve: bool, comment: str = "", reviewer: str | N
     Raises:
         ApprovalError: if there is no such run or it is not waiting for approval.
     """
-    decision = ApprovalDecision(approve=approve, comment=comment, reviewer=reviewer or getpass.getuser())
+    who = reviewer or f"{getpass.getuser()} (OS user of shipline approve)"
+    decision = ApprovalDecision(approve=approve, comment=comment, reviewer=who)
     with get_client(sync_client=True) as client:
         run_id = _resolve_run(client, run)
         try:

@@ -61,6 +61,8 @@ class Release(ReleaseSubject):
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     finished: datetime | None = None
     canary: str | None = None
+    approval: str | None = None
+    """Who approved the deploy and how they are known (``ApprovalDecision.recorded``); None: no gate."""
     """The canary's decision and figures, one line (``shipline.release.canary.CanaryVerdict.summary``)."""
 
 
@@ -108,6 +110,7 @@ async def record_release(
     committed: datetime | None = None,
     flow_run_id: str | None = None,
     request: dict[str, Any] | None = None,
+    approval: str | None = None,
 ) -> Release:
     """Record a new release in state ``deploying`` under the next free number.
 
@@ -130,6 +133,7 @@ async def record_release(
             committed=committed,
             flow_run_id=flow_run_id,
             request=request or {},
+            approval=approval,
         )
         if await create_if_absent(client, _key(app, env, number), release.model_dump_json().encode()):
             return release

@@ -61,7 +61,9 @@ def all_releases(*, etcd_url: str, app: str | None = None) -> list[Release]:
     return asyncio.run(read())
 
 
-def open_release(request: ReleaseRequest, *, etcd_url: str, flow_run_id: str | None) -> Release:
+def open_release(
+    request: ReleaseRequest, *, etcd_url: str, flow_run_id: str | None, approval: str | None = None
+) -> Release:
     """Record the request's release as ``deploying`` under the next number."""
 
     async def record() -> Release:
@@ -77,6 +79,7 @@ def open_release(request: ReleaseRequest, *, etcd_url: str, flow_run_id: str | N
                 committed=request.committed,
                 flow_run_id=flow_run_id,
                 request=request.model_dump(mode="json"),
+                approval=approval,
             )
 
     return asyncio.run(record())

@@ -22,7 +22,7 @@ from shipline.docker import docker_client
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
-from shipline.release.lifecycle import release_deployment
+from shipline.release.lifecycle import release_deployment, release_history
 from shipline.release.plan import ReleaseRequest
 from shipline.spec import EnvironmentSettings
 from shipline.stack.lifecycle import up
@@ -163,6 +163,14 @@ def test_release_waits_for_approval(
     if verb == "approve":
         assert state.is_completed(), state
         assert len(instances) == 1
+        (release,) = release_history(app, env, etcd_url=settings.etcd_url)
+        who = "ui-operator" if answered_in == "ui" else "(OS user of shipline approve)"
+        assert release.approval is not None and who in release.approval, release.approval
+        assert (
+            release.approval.startswith("approved by ") and "(unverified): from the test" in release.approval
+        )
+        listed = shipline("releases", app, "--env", env)
+        assert release.approval in listed.stdout, listed.stdout
     else:
         assert state.is_failed() and "not approved: from the test" in str(state.message)
         assert instances == []
