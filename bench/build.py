@@ -15,6 +15,7 @@ import httpx
 from shipline.build import app_image
 from shipline.build.images import ensure_middleware_image, ensure_os_image
 from shipline.build.registry import PushedImage, Registry
+from shipline.build.rootfs import DebianArchive
 from shipline.config import PROJECT_ROOT, Settings
 from shipline.docker import docker_client, run_in_image
 from shipline.spec import LayerRef, load_spec
@@ -105,7 +106,7 @@ def run(settings: Settings) -> dict[str, float | str]:
             registry=registry,
             layer=os_layer,
             cache_dir=Path(scratch) / "rootfs",
-            mirror=settings.debian_mirror,
+            debian=DebianArchive.from_settings(settings),
             log=quiet,
         )
         middleware = ensure_middleware_image(

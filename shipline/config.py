@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shipline.errors import ConfigError
@@ -40,6 +41,8 @@ UNRESPONSIVE_AFTER_SECONDS = 90
 """A running flow run silent for this long (its worker or host died) is marked Crashed."""
 
 Port = int
+ARCHIVE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/+-]*)?")
+"""A Debian archive's URL as the settings accept it: it goes into apt sources, so no spaces or options."""
 
 
 class Settings(BaseSettings):
@@ -90,7 +93,18 @@ class Settings(BaseSettings):
     docker_storage_driver: str = Field(
         default="auto", description="overlay2, vfs, or auto (overlay2 where it works)."
     )
-    debian_mirror: str = Field(default="http://deb.debian.org/debian", description="Mirror for debootstrap.")
+    debian_mirror: str = Field(
+        default="http://deb.debian.org/debian", description="Debian mirror of debootstrap and of OS images."
+    )
+    debian_security_mirror: str = Field(
+        default="http://deb.debian.org/debian-security",
+        description="Where OS images get the Debian security suite ({suite}-security): in their apt sources, "
+        "applied when an OS layer is built, and what the base-images report checks; empty: none.",
+    )
+    debian_keyring: Path = Field(
+        default=Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
+        description="The Debian archive keyring debootstrap checks the mirror's signatures with.",
+    )
     worker_query_seconds: float = Field(default=1.0, gt=0, le=60)
     start_timeout_seconds: float = Field(default=120.0, gt=0)
 
@@ -125,6 +139,14 @@ class Settings(BaseSettings):
         if not 1 <= value <= 65535:
             raise ValueError(f"{value} is not a TCP port (1-65535)")
         return value
+
+    @field_validator("debian_mirror", "debian_security_mirror")
+    @classmethod
+    def _archive_url(cls, value: str, info: ValidationInfo) -> str:
+        # The URL is written into every OS image's apt sources: one http(s) URL, nothing else on the line.
+        if (value or info.field_name == "debian_mirror") and not ARCHIVE_URL.fullmatch(value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL of a Debian archive")
+        return value.rstrip("/")
 
     @field_validator("docker_storage_driver")
     @classmethod

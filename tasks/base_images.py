@@ -1,10 +1,13 @@
-"""Task: the OS and middleware layers of an app's image, reused from the registry or built once."""
+"""Tasks: the OS and middleware layers of an app's image (reused or built once), their pending security
+updates, and app images moved onto new layers."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
@@ -12,6 +15,8 @@ from blocks.registry import ShiplineRegistry
 from shipline.build import app_image
 from shipline.build.images import ensure_middleware_image, ensure_os_image
 from shipline.build.registry import PushedImage
+from shipline.build.rootfs import DebianArchive
+from shipline.build.security_updates import UpdatesReport, pending_updates
 from shipline.config import load_settings
 from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.retries import retry_if_transient
@@ -39,7 +44,7 @@ def prepare_base_layers(image: ImageSpec, rebuild: bool = False) -> BaseLayers:
         registry=registry,
         layer=image.os,
         cache_dir=settings.home / "cache" / "rootfs",
-        mirror=settings.debian_mirror,
+        debian=DebianArchive.from_settings(settings),
         log=logger.info,
         rebuild=rebuild,
     )
@@ -68,3 +73,32 @@ def rebase_app(app_image_by_digest: str, middleware: PushedImage) -> PushedImage
         )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@task(
+    task_run_name="security-updates: {image.repository}:{image.tag}",
+    retries=2,
+    retry_delay_seconds=[10, 30],
+    retry_condition_fn=retry_if_transient,
+)
+def report_security_updates(image: PushedImage) -> UpdatesReport:
+    """Table artifact of the packages in a Debian base image with pending security updates."""
+    settings = load_settings()
+    report = pending_updates(ShiplineRegistry.current().docker_client(settings.docker_url), image.by_digest)
+    rows = [
+        {"package": u.package, "installed": u.installed, "candidate": u.candidate, "suite": u.origin}
+        for u in report.security_updates
+    ]
+    create_table_artifact(
+        key=security_updates_key(image),
+        table=rows or [{"package": "(none)", "installed": "", "candidate": "", "suite": ""}],
+        description=report.summary(),
+    )
+    get_run_logger().info(report.summary())
+    return report
+
+
+def security_updates_key(image: PushedImage) -> str:
+    """The artifact key of an image's report: ``security-updates-{name}-{tag}``, dashes for the rest."""
+    name = f"{image.repository.rsplit('/', 1)[-1]}-{image.tag}"
+    return "security-updates-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

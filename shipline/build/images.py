@@ -1,7 +1,8 @@
 """The three image layers — OS, middleware, app — built locally and pushed to the registry.
 
-- OS: a root filesystem made on the host (``debian``: debootstrap minbase of a suite; ``busybox``: the
-  host's static busybox), imported with ``docker import``. Nothing is pulled from outside.
+- OS: a root filesystem made on the host (``debian``: debootstrap minbase of a suite, signatures checked,
+  security updates applied; ``busybox``: the host's static busybox), imported with ``docker import``.
+  Nothing is pulled from a registry outside.
 - middleware: ``templates/images/middleware/{name}.Dockerfile.j2`` on top of the OS image by digest.
 - app: the built artifact on top of the middleware by digest, assembled reproducibly without a build
   (``shipline.build.app_image``).
@@ -23,7 +24,7 @@ from docker.errors import APIError, DockerException
 
 from shipline.build.layer_names import TEMPLATES, middleware_names
 from shipline.build.registry import PushedImage, Registry, push_image
-from shipline.build.rootfs import rootfs_tarball
+from shipline.build.rootfs import DebianArchive, rootfs_tarball
 from shipline.errors import BuildError
 from shipline.spec import LayerRef
 
@@ -60,18 +61,22 @@ def ensure_os_image(
     registry: Registry,
     layer: LayerRef,
     cache_dir: Path,
-    mirror: str,
+    debian: DebianArchive,
     log: Log,
     rebuild: bool = False,
 ) -> PushedImage:
-    """The OS image in the registry: reused if there, else built from a root filesystem and pushed."""
+    """The OS image in the registry: reused if there, else built from a root filesystem and pushed.
+
+    Raises:
+        BuildError: if the root filesystem cannot be made (``rootfs_tarball``) or imported.
+    """
     repository = registry.os_repository(layer)
     if not rebuild and (digest := registry.manifest_digest(repository, layer.version)):
         log(f"reusing {repository}:{layer.version} ({digest})")
         return PushedImage(repository=repository, tag=layer.version, digest=digest)
     if rebuild:
         (cache_dir / f"{layer.name}-{layer.version}.tar").unlink(missing_ok=True)
-    tarball = rootfs_tarball(layer, cache_dir, mirror, log)
+    tarball = rootfs_tarball(layer, cache_dir, debian, log)
     try:
         client.api.import_image(
             src=str(tarball), repository=repository, tag=layer.version, changes=['CMD ["/bin/sh"]']

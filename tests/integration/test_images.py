@@ -12,6 +12,7 @@ import pytest
 from shipline.build import app_image
 from shipline.build.images import ensure_middleware_image, ensure_os_image
 from shipline.build.registry import PushedImage, Registry, push_image
+from shipline.build.rootfs import DebianArchive
 from shipline.config import Settings
 from shipline.docker import docker_client
 from shipline.errors import PushError
@@ -73,7 +74,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
         registry=Registry(address=settings.registry_address),
         layer=os_layer,
         cache_dir=tmp_path / "rootfs",
-        mirror=settings.debian_mirror,
+        debian=DebianArchive.from_settings(settings),
         log=log,
     )
     middleware = ensure_middleware_image(
@@ -94,7 +95,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
         registry=Registry(address=settings.registry_address),
         layer=os_layer,
         cache_dir=tmp_path / "x",
-        mirror=settings.debian_mirror,
+        debian=DebianArchive.from_settings(settings),
         log=lines.append,
     )
     assert again.digest == os_image.digest and not (tmp_path / "x").exists()
@@ -192,7 +193,7 @@ def _small_middleware(settings: Settings, client: docker.DockerClient, tmp_path:
         registry=registry,
         layer=LayerRef(name="busybox", version=version),
         cache_dir=tmp_path / "rootfs",
-        mirror="",
+        debian=DebianArchive.from_settings(settings),
         log=log,
     )
     return ensure_middleware_image(
@@ -229,9 +230,14 @@ def test_app_moves_onto_new_layers_without_recompiling(
         LayerRef(name="busybox", version=version),
         LayerRef(name="host-jre", version=version),
     )
-    layers: dict[str, Any] = {"registry": Registry(address=settings.registry_address)}
-    old_os = ensure_os_image(client, **layers, layer=os_layer, cache_dir=tmp_path / "a", mirror="", log=log)
-    old_mw = ensure_middleware_image(client, **layers, layer=middleware_layer, os_image=old_os, log=log)
+    layers: dict[str, Any] = {
+        "registry": Registry(address=settings.registry_address),
+        "debian": DebianArchive.from_settings(settings),
+    }
+    old_os = ensure_os_image(client, **layers, layer=os_layer, cache_dir=tmp_path / "a", log=log)
+    old_mw = ensure_middleware_image(
+        client, registry=layers["registry"], layer=middleware_layer, os_image=old_os, log=log
+    )
     artifact = tmp_path / "dist"
     artifact.mkdir()
     (artifact / "hello.txt").write_text("built once\n")
@@ -250,10 +256,10 @@ def test_app_moves_onto_new_layers_without_recompiling(
 
     # An OS update: the layers are rebuilt (a new root filesystem), the app is moved onto them.
     new_os = ensure_os_image(
-        client, **layers, layer=os_layer, cache_dir=tmp_path / "b", mirror="", log=log, rebuild=True
+        client, **layers, layer=os_layer, cache_dir=tmp_path / "b", log=log, rebuild=True
     )
     new_mw = ensure_middleware_image(
-        client, **layers, layer=middleware_layer, os_image=new_os, log=log, rebuild=True
+        client, registry=layers["registry"], layer=middleware_layer, os_image=new_os, log=log, rebuild=True
     )
     assert new_mw.digest != old_mw.digest
     rebased = app_image.rebase(

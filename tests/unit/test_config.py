@@ -36,6 +36,14 @@ def test_home_override_moves_every_path(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("SHIPLINE_HOST", "192.0.2.1", "not a loopback address"),
         ("SHIPLINE_HOST", "localhost; rm -rf /", "not an IP address"),
         ("SHIPLINE_DOCKER_STORAGE_DRIVER", "zfs", "not one of auto, overlay2, vfs"),
+        ("SHIPLINE_DEBIAN_MIRROR", "", "'' is not an http:// or https:// URL"),
+        ("SHIPLINE_DEBIAN_MIRROR", "ftp://ftp.debian.org/debian", "is not an http:// or https:// URL"),
+        (
+            "SHIPLINE_DEBIAN_SECURITY_MIRROR",
+            "http://deb.debian.org/debian-security\nURIs: http://evil.example",
+            "SHIPLINE_DEBIAN_SECURITY_MIRROR=",
+        ),
+        ("SHIPLINE_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/x [trusted=yes]", "not an http://"),
     ],
 )
 def test_invalid_override_names_the_variable(
@@ -58,3 +66,12 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(ValueError):
         settings.etcd_port = 1  # type: ignore[misc]  # assigning is the point: it must fail
+
+
+def test_the_security_suite_may_be_turned_off_but_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHIPLINE_DEBIAN_SECURITY_MIRROR", raising=False)
+    assert load_settings().debian_security_mirror == "http://deb.debian.org/debian-security"
+    monkeypatch.setenv("SHIPLINE_DEBIAN_SECURITY_MIRROR", "")
+    assert load_settings().debian_security_mirror == ""
+    monkeypatch.setenv("SHIPLINE_DEBIAN_SECURITY_MIRROR", "https://security.debian.org/debian-security/")
+    assert load_settings().debian_security_mirror == "https://security.debian.org/debian-security"
