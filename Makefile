@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SHIPLINE := $(BIN)/shipline
-DEBIAN_PACKAGES := docker.io etcd-server etcd-client docker-registry nginx-light git debootstrap busybox-static \
+DEBIAN_PACKAGES := docker.io etcd-server etcd-client docker-registry nginx-light git debootstrap debian-archive-keyring busybox-static \
 	postgresql acl chromium libnginx-mod-http-lua lua-resty-core \
 	default-jdk-headless \
 	ca-certificates curl

@@ -74,6 +74,18 @@ def _docker_permission(settings: Settings) -> Check:
     )
 
 
+def _debian_keyring(settings: Settings) -> Check:
+    """Debian OS layers are built only from archives whose signatures this keyring checks."""
+    if settings.debian_keyring.is_file():
+        return Check("debian keyring", True, str(settings.debian_keyring))
+    return Check(
+        "debian keyring",
+        False,
+        f"{settings.debian_keyring} not found: Debian OS layers cannot be built",
+        "apt-get install debian-archive-keyring (or make install), or set SHIPLINE_DEBIAN_KEYRING",
+    )
+
+
 def _home_writable(settings: Settings) -> Check:
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -156,6 +168,7 @@ def run_checks(settings: Settings) -> list[Check]:
         _program("git", ["git", "--version"], "git"),
         _program("busybox", ["busybox"], "busybox-static"),
         _program("debootstrap", ["debootstrap", "--version"], "debootstrap"),
+        _debian_keyring(settings),
         _docker_permission(settings),
     ]
     if os.geteuid() == 0:

@@ -11,4 +11,6 @@ def test_middleware_installs_and_cleans_in_one_layer() -> None:
     runs = [line for line in text.splitlines() if line.startswith("RUN")]
     assert len(runs) == 1
     assert "rm -rf /var/lib/apt/lists/*" in text
+    # apt only warns when a suite cannot be fetched: the build must fail instead of missing security updates
+    assert "apt-get update --error-on=any" in text
     assert text.startswith("FROM r/shipline/os/debian@sha256:")

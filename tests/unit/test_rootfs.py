@@ -9,6 +9,7 @@ from shipline.build.rootfs import DebianArchive, apt_sources, debootstrap_comman
 from shipline.config import Settings
 from shipline.errors import BuildError
 from shipline.spec import LayerRef
+from shipline.stack import doctor
 
 ARCHIVE = DebianArchive(
     mirror="http://deb.debian.org/debian",
@@ -95,3 +96,13 @@ def test_the_archive_comes_from_the_settings(tmp_path: Path) -> None:
         mirror="http://mirror.example.org/debian", security_mirror="", keyring=tmp_path / "k.gpg"
     )
     assert DebianArchive.from_settings(Settings()) == ARCHIVE
+
+
+def test_doctor_says_when_the_keyring_is_missing(tmp_path: Path) -> None:
+    missing = doctor._debian_keyring(Settings(home=tmp_path, debian_keyring=tmp_path / "none.gpg"))
+    assert (missing.name, missing.ok) == ("debian keyring", False)
+    assert f"{tmp_path / 'none.gpg'} not found" in missing.detail
+    assert "apt-get install debian-archive-keyring" in missing.fix
+    present = tmp_path / "k.gpg"
+    present.write_bytes(b"\x99")
+    assert doctor._debian_keyring(Settings(home=tmp_path, debian_keyring=present)).ok
