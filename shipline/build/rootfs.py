@@ -187,7 +187,7 @@ def _upgrade(root: Path, suite: str, debian: DebianArchive, log: Log) -> None:
             str(root),
             "sh",
             "-c",
-            "apt-get -q update --error-on=any"
+            "apt-get -q -o Acquire::Languages=none update --error-on=any"
             " && apt-get -q -y -o Dpkg::Options::=--force-confold upgrade && apt-get clean",
         ],
         capture_output=True,

@@ -21,7 +21,7 @@ from shipline.errors import BuildError
 
 MARK = "--- simulated upgrade ---"
 SCRIPT = (
-    "apt-get -q update --error-on=any >/dev/null 2>/tmp/apt-update.err"
+    "apt-get -q -o Acquire::Languages=none update --error-on=any >/dev/null 2>/tmp/apt-update.err"
     " || { cat /tmp/apt-update.err >&2; exit 100; }; "
     f"apt-cache policy && echo '{MARK}' && apt-get -q --simulate upgrade"
 )
