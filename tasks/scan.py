@@ -78,8 +78,8 @@ def scan_source(spec: AppSpec, workspace: Path, environments: Sequence[str] = ("
     sonar = _sonar_block()
     if gates.sonarqube and sonar is None:
         raise ScanError(
-            f"{spec.app}: {set_in(gates.sonarqube, 'require')} SonarQube (require_sonarqube), but no "
-            f"shipline-sonarqube block {SONAR_BLOCK!r} is saved",
+            f"{spec.app}: {set_in(gates.sonarqube, 'require')} SonarQube for {spec.app} "
+            f"(require_sonarqube), but no shipline-sonarqube block {SONAR_BLOCK!r} is saved",
             hint="an operator saves one (Blocks in the Prefect UI), or lifts require_sonarqube",
         )
     analysed = sonar is not None and spec.scan.sonar_project_key is not None

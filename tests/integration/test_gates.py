@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from blocks.environment import ShiplineEnvironment
+from blocks.sonarqube import ShiplineSonarQube
 from shipline.build.check import read_environment_gates
 from shipline.build.registry import PushedImage
 from shipline.config import Settings
@@ -21,6 +24,7 @@ from shipline.spec import AppSpec
 from tasks.scan import scan_source
 from tasks.unit_test import run_unit_tests
 from tests.cli import shipline
+from tests.fake_sonarqube import SCANNER, TOKEN, FakeSonarQube, serve_fake_sonarqube
 from tests.images import busybox_web_image
 
 
@@ -57,7 +61,7 @@ def spec_of(app: str, scan: dict[str, object], test: dict[str, str] | None = Non
 
 
 def workspace_with(tmp_path: Path, code: str) -> Path:
-    (tmp_path / "app").mkdir()
+    (tmp_path / "app").mkdir(parents=True)
     (tmp_path / "app" / "main.py").write_text(code)
     return tmp_path
 
@@ -105,7 +109,7 @@ def test_sonarqube_required_needs_a_project_key_and_a_server(
         scan_source(spec_of(named, {"tools": ["ruff", "bandit"]}), workspace, [strict_env])
     keyed = spec_of(named, {"tools": ["ruff", "bandit"], "sonar_project_key": named})
     with pytest.raises(
-        ScanError, match=r"requires SonarQube \(require_sonarqube\), but no shipline-sonarqube"
+        ScanError, match=rf"requires SonarQube for {named} \(require_sonarqube\), but no shipline-sonarqube"
     ):
         scan_source(keyed, workspace, [strict_env])
     # Another app under the same block is not named by it.
@@ -179,3 +183,32 @@ def test_shipline_check_and_run_refuse_it_before_any_run(
     assert shipline("check", str(repo)).returncode == 0  # pre and prod's default gates let it through
     refused = shipline("run", str(repo), "--env", strict_env)
     assert refused.returncode == 1 and rule in refused.stderr, refused.stderr
+
+
+@pytest.fixture
+def sonar_block(tmp_path: Path) -> Iterator[None]:
+    """``shipline-sonarqube/default`` pointing at a fake SonarQube whose gate passes, with a scanner script;
+    deleted afterwards (no other test expects one)."""
+    FakeSonarQube.task_statuses = ["SUCCESS"]
+    FakeSonarQube.gate = {"status": "OK", "details": {"level": "OK", "conditions": []}}
+    (tmp_path / "scanner.py").write_text(SCANNER)
+    server = serve_fake_sonarqube()
+    url = next(server)
+    ShiplineSonarQube(
+        url=url, token=SecretStr(TOKEN), scanner_command=[sys.executable, str(tmp_path / "scanner.py")]
+    ).save("default", overwrite=True)
+    yield
+    ShiplineSonarQube.delete("default")
+    next(server, None)
+
+
+def test_tools_a_block_requires_run_beside_sonarqube(
+    settings: Settings, app: str, strict_env: str, sonar_block: None, tmp_path: Path
+) -> None:
+    workspace = workspace_with(tmp_path / "repo", "import os\n")  # one ruff finding
+    spec = spec_of(app, {"tools": ["ruff", "bandit"], "sonar_project_key": "shop"})
+    assert scan_source(spec, workspace, ["pre"]) == "OK"  # SonarQube's gate alone decides
+    with pytest.raises(ScanError) as caught:
+        scan_source(spec, workspace, [strict_env])  # …and the tools this block requires run too
+    assert caught.value.message == f"{app}: scan gate failed: ruff 1 > 0 (scan.max_findings)"
+    assert "/api/measures/component" in FakeSonarQube.requests
