@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator, model_validator
 
 from blocks.documents import load_document
+from shipline.build.gates import (
+    DEFAULT_MAX_FINDINGS,
+    DeliveryGates,
+    EnvironmentGates,
+    FindingLimits,
+    ScanTools,
+    SonarApps,
+    delivery_gates,
+    gated_environments,
+)
 from shipline.docker import JobResources
 from shipline.mounts import HostMount, refused_entries
 from shipline.names import validate_name
@@ -61,6 +72,42 @@ class ShiplineEnvironment(Block):
         "a job that needs more is killed and its stage fails naming this field.",
     )
     job_cpus: float = Field(default=2.0, gt=0, le=256, description="CPUs of each job container here.")
+
+    require_tests: bool = Field(
+        default=True,
+        description="Gate: a delivery built in ci or released here needs unit tests (a test section in the "
+        "spec, and at least one test case that ran). The gates of the ci block and of every environment a "
+        "delivery releases to apply; of each rule the strictest wins, and a spec may only add to them.",
+    )
+    required_scan_tools: ScanTools = Field(
+        default_factory=list,
+        description="Gate: local scan tools (ruff, bandit) every spec must list in scan.tools; they run "
+        "even where SonarQube analyses the app.",
+    )
+    max_findings: FindingLimits = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_FINDINGS),
+        description="Gate: the most findings a spec may allow per key (ruff, bandit-high, bandit-medium, "
+        "bandit-low) for the tools it runs; a spec that allows more, or leaves a key out, is held to this.",
+    )
+    require_sonarqube: SonarApps = Field(
+        default=False,
+        description="Gate: SonarQube's quality gate is required — true for every app, or a list of app "
+        "names; such a spec must set scan.sonar_project_key and a shipline-sonarqube block must exist.",
+    )
+
+    def gates(self) -> EnvironmentGates:
+        """This block's gates."""
+        return EnvironmentGates.model_validate(self.model_dump(include=set(EnvironmentGates.model_fields)))
+
+    @classmethod
+    def gates_for(cls, app: str, environments: Sequence[str]) -> DeliveryGates:
+        """The gates a delivery of ``app`` to ``environments`` is held to: the ci block's and theirs.
+
+        Raises:
+            ConfigError: if one of those environments has no block.
+        """
+        blocks = {env: cls.for_env(env).gates() for env in gated_environments(environments)}
+        return delivery_gates(app, blocks)
 
     def job_resources(self, env: str) -> JobResources:
         """The memory and CPUs of this environment's job containers, and where an operator raises them."""

@@ -25,7 +25,9 @@ def delivery(source: str, ref: str | None = None, environments: list[str] | None
 
     Every stage is a task run below, with its log and artifacts (unit-test table, scan summary, image
     digest). The same digest goes to each environment in turn (default PRE, then PROD) through that
-    environment's `release` deployment; a failed release stops the delivery there. An app onboarded from
+    environment's `release` deployment; a failed release stops the delivery there. Unit tests and scan are
+    held to the gates of the `ci` block and of each target environment's block (tests required, scan
+    tools and their limits, SonarQube): a spec may be stricter, never looser. An app onboarded from
     a GitLab project gets a commit status per stage (`shipline/<stage>`) linking back to this run.
     """
     code = checkout_source(source, ref)
@@ -34,8 +36,8 @@ def delivery(source: str, ref: str | None = None, environments: list[str] | None
     with reporting_to_gitlab(commit_statuses(spec.app, code.sha), [*STAGES.values(), *envs]):
         layers = prepare_base_layers(spec.image)
         artifact = compile_app(spec, code.workspace, layers.middleware, code.sha)
-        run_unit_tests(spec, code.workspace, layers.middleware, code.sha)
-        scan_source(spec, code.workspace)
+        run_unit_tests(spec, code.workspace, layers.middleware, code.sha, envs)
+        scan_source(spec, code.workspace, envs)
         built = build_app_layer(
             spec, artifact, code.workspace, layers.middleware, code.sha, code.committed, source
         )

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from shipline.config import Settings, load_settings
-from shipline.errors import ShiplineError, SpecError
+from shipline.errors import ConfigError, ServiceUnavailableError, ShiplineError, SpecError
 
 if TYPE_CHECKING:
+    from shipline.build.gates import EnvironmentGates
     from shipline.discovery.splits import Decision
     from shipline.logs.store import LogStore
 
@@ -298,8 +299,10 @@ def run(
     if local.is_dir() and (local / "shipline.yaml").is_file():
         from shipline.build.check import check_repository
 
-        # A bad spec is reported here at once, not after a round trip through the workers.
-        checked = check_repository(local.resolve())
+        # A bad spec is reported here at once, not after a round trip through the workers; so is one the
+        # operators' gates refuse, when their blocks can be read (else the stages say it).
+        blocks, _ = _environment_gates(env or ["pre", "prod"])
+        checked = check_repository(local.resolve(), blocks)
         if not checked.ok:
             raise SpecError(
                 f"{local / 'shipline.yaml'} has {len(checked.problems)} problem(s):\n  "
@@ -320,16 +323,39 @@ def run(
         raise typer.Exit(1)
 
 
+def _environment_gates(environments: list[str]) -> tuple[dict[str, EnvironmentGates] | None, str | None]:
+    """The gates of the blocks a delivery to ``environments`` meets, or why they could not be read."""
+    from shipline.build.check import read_environment_gates
+    from shipline.build.gates import gated_environments
+
+    try:
+        return read_environment_gates(settings().prefect_api_url, environments), None
+    except (ServiceUnavailableError, ConfigError) as exc:
+        names = ", ".join(gated_environments(environments))
+        return None, (
+            f"the operators' gates (shipline-environment blocks {names}) were not checked: {exc.message}; "
+            "the delivery's unit-test and scan stages check them"
+        )
+
+
 @app.command()
 @reports_errors
 def check(
     directory: Annotated[Path, typer.Argument(help="The app's repository (default: here).")] = Path("."),
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="Check the gates of these environments' blocks too (default: pre, prod)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check shipline.yaml locally, as a delivery's spec stage would; list every problem, exit 1 if any."""
+    """Check shipline.yaml locally, as a delivery's spec stage would, and against the gates of the ci
+    block and the environments' blocks when Prefect answers; list every problem, exit 1 if any."""
     from shipline.build.check import check_repository
 
-    result = check_repository(directory.resolve())
+    blocks, unread = _environment_gates(env or ["pre", "prod"])
+    result = check_repository(directory.resolve(), blocks)
+    if unread:
+        result.notes.append(unread)
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json") | {"ok": result.ok}, indent=2))
     elif result.ok:

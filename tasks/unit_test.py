@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -9,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 
 from blocks.environment import ShiplineEnvironment
 from blocks.registry import ShiplineRegistry
+from shipline.build.gates import no_test_case_ran, unit_test_problems
 from shipline.build.junit import TestSummary, parse_junit
 from shipline.build.registry import PushedImage
 from shipline.config import load_settings
@@ -18,10 +20,25 @@ from shipline.files import inside
 from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.spec import AppSpec
 
+GATES_HINT = (
+    "give shipline.yaml a test section whose report holds the tests that ran; the operators set the "
+    "gates in the shipline-environment blocks (Blocks in the Prefect UI)"
+)
+
 
 @task(task_run_name="unit-test: {spec.app}", **STAGE_HOOKS)
-def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: str) -> TestSummary | None:
-    """Run the test command; any failure stops the pipeline before an image is built."""
+def run_unit_tests(
+    spec: AppSpec,
+    workspace: Path,
+    middleware: PushedImage,
+    sha: str,
+    environments: Sequence[str] = ("pre", "prod"),
+) -> TestSummary | None:
+    """Run the test command; any failure stops the pipeline before an image is built. Where the block
+    of ci or of an environment in ``environments`` requires tests, a spec without any fails here."""
+    gates = ShiplineEnvironment.gates_for(spec.app, environments)
+    if problems := unit_test_problems(spec.test, gates):
+        raise TestFailure(f"{spec.app}: {'; '.join(problems)}", hint=GATES_HINT)
     if spec.test is None:
         get_run_logger().warning("%s declares no unit tests", spec.app)
         return None
@@ -53,4 +70,6 @@ def run_unit_tests(spec: AppSpec, workspace: Path, middleware: PushedImage, sha:
         first = summary.failures[0] if summary.failures else None
         detail = f": {first.name}: {first.message}" if first else f" (exit {done.code}):\n{done.tail_text()}"
         raise TestFailure(f"{spec.app}: {summary.failed + summary.errors} unit test(s) failed{detail}")
+    if summary.passed == 0 and (refusal := no_test_case_ran(spec.test, gates)):
+        raise TestFailure(f"{spec.app}: {refusal}", hint=GATES_HINT)
     return summary

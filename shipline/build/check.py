@@ -5,20 +5,35 @@ round trip through the workers. Checked: ``shipline.yaml`` against the app spec 
 ``shipline.spec``), the OS and middleware layers it names against those Shipline can build, and the
 paths it names (artifact, JUnit report, scan paths) against links that lead out of the repository, and
 its host mounts against the paths no environment may allow (which ones an environment allows is its
-block's, checked by the delivery's spec stage). Notes, which fail nothing: plain values under names that
-look secret, which belong in a Prefect Secret block.
+block's, checked by the delivery's spec stage), and — where the Prefect server answers — the operators'
+gates of the ci block and of the environments the delivery would release to (``shipline.build.gates``).
+Notes, which fail nothing: plain values under names that look secret, which belong in a Prefect Secret
+block; limits of the spec that a block overrules.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
+import httpx
+from pydantic import BaseModel, ValidationError
 
+from shipline.build.gates import (
+    BLOCK,
+    EnvironmentGates,
+    delivery_gates,
+    gated_environments,
+    held_limits,
+    scan_problems,
+    unit_test_problems,
+)
 from shipline.build.layer_names import OS_LAYERS, middleware_names
-from shipline.errors import BuildError, SpecError
+from shipline.errors import BuildError, ConfigError, ServiceUnavailableError, SpecError
 from shipline.files import inside
 from shipline.mounts import never_allowed
+from shipline.names import validate_name
 from shipline.spec import SPEC_FILE, AppSpec, load_spec, looks_secret
 
 
@@ -29,15 +44,18 @@ class SpecCheck(BaseModel):
     app: str | None = None
     problems: list[str] = []
     notes: list[str] = []
-    """What passes but deserves a look: plain values that look like secrets."""
+    """What passes but deserves a look: plain values that look like secrets, limits held to a block's."""
+    gates: list[str] = []
+    """The environments whose blocks' gates were checked (none: they were not)."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_repository(directory: Path) -> SpecCheck:
-    """Every problem a delivery of ``directory`` would meet at its spec stage (none: it would pass)."""
+def check_repository(directory: Path, blocks: Mapping[str, EnvironmentGates] | None = None) -> SpecCheck:
+    """Every problem a delivery of ``directory`` would meet at its spec stage (none: it would pass), and
+    at its unit-test and scan stages under the gates of ``blocks`` (environment → gates) when given."""
     result = SpecCheck(directory=str(directory))
     try:
         spec = load_spec(directory)
@@ -71,7 +89,47 @@ def check_repository(directory: Path) -> SpecCheck:
             if (reason := never_allowed(mount.source)) is not None:
                 result.problems.append(f"{SPEC_FILE} {field}[{index}] {mount.source}: {reason}")
     result.notes = plain_secret_notes(spec)
+    if blocks is not None:
+        gates = delivery_gates(spec.app, blocks)
+        refused = unit_test_problems(spec.test, gates) + scan_problems(spec.scan, gates)
+        result.problems += [f"{SPEC_FILE} {problem}" for problem in refused]
+        result.notes += [f"{SPEC_FILE} {note}" for note in held_limits(spec.scan, gates)]
+        result.gates = list(blocks)
     return result
+
+
+def read_environment_gates(
+    api_url: str, environments: Sequence[str], *, timeout: float = 2.0
+) -> dict[str, EnvironmentGates]:
+    """The gates of the ci block and of each block of ``environments``, read from Prefect's API (without
+    importing Prefect, so that ``shipline check`` stays fast).
+
+    Raises:
+        ServiceUnavailableError: if Prefect does not answer, or refuses the read.
+        ConfigError: if an environment has no block, or an invalid one.
+    """
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")  # Prefect's basic auth, "user:password"
+    user, _, password = (auth or "").partition(":")
+    found: dict[str, EnvironmentGates] = {}
+    with httpx.Client(timeout=timeout, trust_env=False, auth=(user, password) if auth else None) as client:
+        for env in gated_environments(environments):
+            validate_name(env, what="environment")
+            url = f"{api_url.rstrip('/')}/block_types/slug/{BLOCK}/block_documents/name/{env}"
+            try:
+                response = client.get(url)
+            except httpx.HTTPError as exc:
+                raise ServiceUnavailableError(
+                    f"Prefect at {api_url} does not answer: {type(exc).__name__}"
+                ) from exc
+            if response.status_code == 404:
+                raise ConfigError(f"no environment {env!r}: there is no {BLOCK}/{env} block")
+            if response.status_code >= 400:
+                raise ServiceUnavailableError(f"Prefect at {api_url} answered {response.status_code}")
+            try:
+                found[env] = EnvironmentGates.model_validate(response.json().get("data", {}))
+            except (ValueError, ValidationError) as exc:
+                raise ConfigError(f"the {BLOCK} block {env!r} holds invalid gates: {exc}") from exc
+    return found
 
 
 def plain_secret_notes(spec: AppSpec) -> list[str]:

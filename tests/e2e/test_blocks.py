@@ -24,6 +24,9 @@ app: {app}
 build:
   command: mkdir -p out && echo "built by $SHIPLINE_SHA" > out/hello.txt
   artifact: out
+test:  # the ci block requires unit tests (require_tests): one test case that passes
+  command: printf '<testsuite><testcase name="built"/></testsuite>' > junit.xml
+  junit: junit.xml
 scan: {{tools: [], max_findings: {{}}}}
 image:
   os: {{name: busybox, version: "1.35"}}

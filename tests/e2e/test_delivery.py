@@ -12,6 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+from blocks.environment import ShiplineEnvironment
 from shipline.build.registry import Registry
 from shipline.build.sources import resolve_source
 from shipline.config import Settings
@@ -151,6 +152,32 @@ def test_a_broken_delivery_stops_at_its_stage_and_releases_nothing(
     assert message in report["message"]
     assert "push_app_image" not in report["stages"]
     assert releases_of(settings, sample.name, "pre") == []
+
+
+def test_a_spec_without_the_tools_its_environments_block_requires_stops_at_the_scan(
+    settings: Settings, sample: Path, app: str, tmp_path: Path
+) -> None:
+    env = f"gates-{app}"  # an environment of this test only: the shared ci, pre and prod blocks stay as is
+    ShiplineEnvironment(work_pool=env, required_scan_tools=["ruff", "bandit"]).save(env, overwrite=True)
+    try:
+        edit(sample / "shipline.yaml", "tools: [ruff, bandit]", "tools: []")
+        rule = (
+            f"scan.tools leaves out ruff, which the shipline-environment block {env!r} requires "
+            "(required_scan_tools)"
+        )
+        # From the directory, `shipline run` reads the blocks and refuses it before any run…
+        refused = shipline("run", str(sample), "--env", env, "--json")
+        assert refused.returncode == 1 and rule in refused.stderr, refused.stderr
+        # …from its repository (as a webhook delivers it), the delivery's scan stage refuses it.
+        source = Path(resolve_source(str(sample), sources_dir=tmp_path / "sources"))
+        code, report = shipline_run(source, "--env", env)
+    finally:
+        ShiplineEnvironment.delete(env)
+    assert code == 1
+    assert report["stages"]["run_unit_tests"] == "Completed"
+    assert report["stages"]["scan_source"] == "Failed"
+    assert rule in report["message"] and "leaves out bandit" in report["message"]
+    assert "push_app_image" not in report["stages"]
 
 
 def test_java_sample_runs_on_the_hosts_jre(settings: Settings, tmp_path: Path, app: str) -> None:
