@@ -19,12 +19,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import aetcd
 import httpx
 
 from shipline.config import Settings
 from shipline.discovery.instances import Instance, list_instances, register, retired_key
 from shipline.discovery.nginx import NginxConfig, file_name, render_app
+from shipline.etcd_client import connect
 from shipline.stack.lifecycle import up
 from shipline.stack.processes import ProcessTable
 
@@ -75,7 +75,7 @@ async def _changes(settings: Settings, app: str, count: int, timeout: float) -> 
     latencies = []
     try:
         async with (
-            aetcd.Client(host=settings.host, port=settings.etcd_port) as etcd,
+            connect(settings.etcd_url) as etcd,
             httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client,
         ):
             # Outlives the whole phase (12 polled changes take a minute and more); revoked at its end.
@@ -107,7 +107,7 @@ async def _changes(settings: Settings, app: str, count: int, timeout: float) -> 
 async def _poll_renderer(settings: Settings, stop: asyncio.Event) -> None:
     """The seed's confd with -interval 5: read everything, render, check, reload — every 5 seconds."""
     nginx = NginxConfig(settings)
-    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as etcd:
+    async with connect(settings.etcd_url) as etcd:
         while not stop.is_set():
             instances = await list_instances(etcd)
             apps = sorted({(i.app, i.env) for i in instances})

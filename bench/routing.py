@@ -39,6 +39,7 @@ import httpx
 from shipline.config import Settings
 from shipline.discovery.instances import retired_key
 from shipline.discovery.routes import Mode, lua_available, running_mode
+from shipline.etcd_client import read_credentials
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
 from tests.images import free_ports
@@ -91,11 +92,20 @@ def _b64(text: str) -> str:
 
 
 class Gateway:
-    """etcd's HTTP/JSON gateway: puts and deletes as any HTTP client would make them."""
+    """etcd's HTTP/JSON gateway: puts and deletes as any HTTP client would make them, as Shipline's user."""
 
     def __init__(self, settings: Settings) -> None:
+        headers = {}
+        credentials = read_credentials(settings.etcd_credentials_path)
+        if credentials is not None:  # etcd answers only its users: a token of Shipline's in every request
+            login = {"name": credentials.user, "password": credentials.password.get_secret_value()}
+            answer = httpx.post(f"{settings.etcd_url}/v3/auth/authenticate", json=login, trust_env=False)
+            headers["Authorization"] = str(answer.raise_for_status().json()["token"])
         self.client = httpx.AsyncClient(
-            base_url=settings.etcd_url, trust_env=False, limits=httpx.Limits(max_connections=16)
+            base_url=settings.etcd_url,
+            headers=headers,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=16),
         )
 
     async def put(self, key: str, value: str) -> None:
@@ -148,6 +158,7 @@ class Private:
             discover_port=discover_port,
             nginx_mode=mode,
             etcd_port=main.etcd_port,
+            etcd_credentials_file=main.etcd_credentials_path,
             docker_socket=main.docker_socket,
         )
         self.discover: subprocess.Popen[bytes] | None = None
@@ -161,6 +172,7 @@ class Private:
             "SHIPLINE_DISCOVER_PORT": str(s.discover_port),
             "SHIPLINE_NGINX_MODE": s.nginx_mode,
             "SHIPLINE_ETCD_PORT": str(s.etcd_port),
+            "SHIPLINE_ETCD_CREDENTIALS_FILE": str(s.etcd_credentials_path),
         }
         s.log_dir.mkdir(parents=True, exist_ok=True)
         with (s.log_dir / "discover.log").open("ab") as log:

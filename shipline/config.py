@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     prefect_port: Port = 4200
     etcd_port: Port = 2379
     etcd_peer_port: Port = 2380
+    etcd_credentials_file: Path | None = Field(
+        default=None,
+        description="etcd's Shipline user and password (ETCDCTL_USER=shipline:..., mode 0600), written once "
+        "by shipline up; default: credentials/etcd.env under home.",
+    )
     registry_port: Port = 5000
     nginx_port: Port = 8080
     nginx_mode: Literal["auto", "dynamic", "template"] = Field(
@@ -112,6 +117,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("etcd_credentials_file", mode="after")
+    @classmethod
+    def _expand_credentials(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
 
     @field_validator("host")
     @classmethod
@@ -248,6 +258,16 @@ class Settings(BaseSettings):
     @property
     def etcd_url(self) -> str:
         return f"http://{self.host}:{self.etcd_port}"
+
+    @cached_property
+    def etcd_credentials_path(self) -> Path:
+        """The etcd user every Shipline process connects as (``ETCDCTL_USER=shipline:…``, mode 0600)."""
+        return self.etcd_credentials_file or self.home / "credentials" / "etcd.env"
+
+    @cached_property
+    def etcd_root_credentials_path(self) -> Path:
+        """etcd's root user, beside Shipline's: ``up`` and operators administer users and roles with it."""
+        return self.etcd_credentials_path.with_name("etcd-root.env")
 
     @property
     def registry_address(self) -> str:

@@ -30,6 +30,7 @@ from shipline.discovery.routes import LUA_LIBRARY, LUA_MODULES, ROUTES_LUA, rout
 from shipline.errors import ComponentStartError
 from shipline.files import write_atomically
 from shipline.programs import find_program
+from shipline.stack.etcd_auth import secure_etcd
 from shipline.stack.processes import ProcessRecord
 from shipline.stack.supervise import state_path
 
@@ -201,6 +202,14 @@ class Etcd(Component):
             "--auto-compaction-mode=periodic",
             "--auto-compaction-retention=1h",
         ]
+
+    def ready(self) -> None:
+        """Authentication on: only root and Shipline's user (credentials written once) reach the keys.
+
+        Raises:
+            ComponentStartError: etcd refuses the root password of the credentials file, or a step fails.
+        """
+        secure_etcd(self.settings)
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
         response = _http_ok(f"{self.url}/health")

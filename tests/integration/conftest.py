@@ -4,6 +4,7 @@ import aetcd
 import pytest
 
 from shipline.config import Settings
+from shipline.etcd_client import connect
 from tests.stack_fixture import app_on_stack, stack_settings
 
 
@@ -25,6 +26,6 @@ def app(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture
 async def etcd(settings: Settings) -> AsyncIterator[aetcd.Client]:
-    """A client of the stack's etcd, closed after the test."""
-    async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
+    """A client of the stack's etcd as Shipline's user, closed after the test."""
+    async with connect(settings.etcd_url) as client:
         yield client

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-import aetcd
 import docker
 import httpx
 import pytest
 
 from shipline.config import POOLS, PROJECT_ROOT, Settings
+from shipline.etcd_client import connect
 from tests.waiting import eventually
 
 STACK_CHECK = "flows/stack_check.py:stack_check"
@@ -50,7 +50,7 @@ def test_registry_push_then_pull_by_digest(settings: Settings) -> None:
 
 def test_etcd_key_on_a_lease_expires(settings: Settings) -> None:
     async def scenario() -> list[str]:
-        async with aetcd.Client(host=settings.host, port=settings.etcd_port) as client:
+        async with connect(settings.etcd_url) as client:
             key = f"/stacktest_PRE/127.0.0.1-{os.getpid()}".encode()
             lease = await client.lease(ttl=2)
             await client.put(key, b"127.0.0.1:1", lease=lease)

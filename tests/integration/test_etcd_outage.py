@@ -41,6 +41,8 @@ def private(
         nginx_port=nginx,
         nginx_mode=getattr(request, "param", "auto"),
         docker_socket=settings.docker_socket,
+        # The same users as the stack's: the daemons in this process connect with the stack's credentials.
+        etcd_credentials_file=settings.etcd_credentials_path,
     )
     up(stack, only={"etcd", "nginx"}, report=lambda _: None)
     yield stack
