@@ -503,6 +503,10 @@ def units(
     typer.echo(
         f"Install: cp {out}/*.service /etc/systemd/system/; systemctl daemon-reload; systemctl enable --now"
     )
+    typer.echo(
+        f"The daemons read etcd's credentials from {settings().etcd_credentials_path}: copy that file "
+        "(mode 0600) to the same place on each host"
+    )
 
 
 @app.command()

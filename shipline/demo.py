@@ -50,7 +50,10 @@ def main() -> int:
     print(f"  GitLab webhook  {settings.webhook_url}  (onboard: shipline apps add REPO --project group/app)")
     print(f"  app logs        {settings.logs_page_url}?app=hello-python  (search, live tail)")
     print("  in the shell    .venv/bin/shipline logs search 'GET /version' --app hello-python --since 1h")
-    print(f"  etcd            etcdctl --endpoints {settings.etcd_url} get --prefix /shipline/")
+    print(
+        f"  etcd            (set -a; . {settings.etcd_credentials_path}; "
+        f"etcdctl --endpoints {settings.etcd_url} get --prefix /shipline/)"
+    )
     print(f"  logs and state  {settings.home}")
     print("  stop            .venv/bin/shipline down")
     ok = report.state == "Completed" and all(c.state is State.UP for c in components)

@@ -9,7 +9,8 @@ supervisor):
 - ``edge``: ``discover`` (nginx follows etcd) and ``web`` (GitLab webhooks).
 
 The units carry the Prefect settings of the host they are written on; edit ``PREFECT_API_URL`` and the
-``SHIPLINE_*`` values for the host that will run them.
+``SHIPLINE_*`` values for the host that will run them. etcd's credentials are never written into a unit:
+it names the file (mode 0600) each daemon reads them from, which the operator copies to every host.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def daemons(role: Role) -> dict[str, list[str]]:
 
 def render_unit(name: str, arguments: list[str], settings: Settings) -> str:
     """The text of one unit file."""
-    environment = "\n".join(
-        f"Environment={key}={value}" for key, value in settings.prefect_environment().items()
-    )
+    variables = {
+        **settings.prefect_environment(),
+        "SHIPLINE_ETCD_CREDENTIALS_FILE": str(settings.etcd_credentials_path),
+    }
+    environment = "\n".join(f"Environment={key}={value}" for key, value in variables.items())
     return f"""# Written by `shipline units`: {name}
 [Unit]
 Description=Shipline {name.removeprefix("shipline-")}

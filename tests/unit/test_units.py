@@ -35,3 +35,21 @@ def test_an_unknown_role_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(cli.app, ["units", "--role", "qa", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "unknown role(s) qa" in result.output and not list(tmp_path.iterdir())
+
+
+def test_units_name_the_etcd_credentials_file_never_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("SHIPLINE_HOME", str(home))
+    credentials = home / "credentials" / "etcd.env"
+    credentials.parent.mkdir(parents=True)
+    credentials.write_text("ETCDCTL_USER=shipline:s3cret-value\n")
+    result = runner.invoke(cli.app, ["units", "--out", str(tmp_path / "units")])
+    assert result.exit_code == 0, result.output
+    assert f"read etcd's credentials from {credentials}" in result.output
+    for unit in (tmp_path / "units").iterdir():
+        text = unit.read_text()
+        assert f"Environment=SHIPLINE_ETCD_CREDENTIALS_FILE={credentials}\n" in text
+        assert "s3cret-value" not in text
+    assert "s3cret-value" not in result.output
