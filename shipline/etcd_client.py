@@ -165,8 +165,7 @@ async def connect(
         finally:
             if keeper is not None:
                 keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+                await asyncio.gather(keeper, return_exceptions=True)
             await client.close()
     except (ConnectionFailedError, ConnectionTimeoutError) as exc:
         raise ServiceUnavailableError(

@@ -176,6 +176,10 @@ def bare_etcd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Settin
 async def test_an_etcd_without_authentication_gets_it_at_the_next_up(bare_etcd: Settings) -> None:
     async with aetcd.Client(host=bare_etcd.host, port=bare_etcd.etcd_port) as anonymous:
         await anonymous.put(b"/shipline/apps/kept", b"from before")  # anyone may, today
+    # Shipline's processes still reach it meanwhile: credentials an etcd has no use for are not an error.
+    unused = EtcdCredentials(user=SHIPLINE, password=SecretStr("before-up"))
+    async with connect(bare_etcd.etcd_url, credentials=unused) as client:
+        assert (await client.get(b"/shipline/apps/kept")).value == b"from before"
     up(bare_etcd, only={"etcd"}, report=lambda _: None)
     up(bare_etcd, only={"etcd"}, report=lambda _: None)  # again: nothing to change, nothing fails
     shipline = _shipline(bare_etcd)
