@@ -117,6 +117,36 @@ class _Refused(Exception):
     """etcd refused a user's password."""
 
 
+PERMISSION = {"permType": "READWRITE", "key": _b64(KEYS[0]), "range_end": _b64(KEYS[1])}
+
+
+def _accepted(gateway: _Gateway, credentials: EtcdCredentials) -> bool:
+    """True when etcd (authentication on) accepts ``credentials``' password."""
+    probe = _Gateway(gateway.url)
+    try:
+        probe.authenticate(credentials)
+    except _Refused:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _in_place(gateway: _Gateway, shipline: EtcdCredentials) -> bool:
+    """True when Shipline's user, its password, its role and the role's permission are all in place."""
+    if not _accepted(gateway, shipline):
+        return False
+    user = gateway.call("/v3/auth/user/get", {"name": SHIPLINE})
+    role = gateway.call("/v3/auth/role/get", {"role": SHIPLINE}, tolerate="role name not found")
+    roles, permissions = user.get("roles"), role.get("perm")
+    return (
+        isinstance(roles, list)
+        and SHIPLINE in roles
+        and isinstance(permissions, list)
+        and (PERMISSION in permissions)
+    )
+
+
 def enable_authentication(url: str, *, root: EtcdCredentials, shipline: EtcdCredentials) -> None:
     """Make the etcd at ``url`` answer only ``root`` and ``shipline`` (idempotent).
 
@@ -135,13 +165,17 @@ def enable_authentication(url: str, *, root: EtcdCredentials, shipline: EtcdCred
                 "SHIPLINE_ETCD_CREDENTIALS_FILE); etcd's data directory and these files belong together",
             ) from None
         enabled = gateway.token is not None
+        if enabled and _in_place(gateway, shipline):
+            # Nothing to change, and nothing changed: a new password or grant would cut off the clients
+            # that hold a token now (the registrator's, discover's watch) until they reconnect.
+            return
         if not enabled:
             gateway.ensure_user(root)
         gateway.call("/v3/auth/user/grant", {"user": ROOT, "role": ROOT})
         gateway.call("/v3/auth/role/add", {"name": SHIPLINE}, tolerate="role name already exists")
-        permission = {"permType": "READWRITE", "key": _b64(KEYS[0]), "range_end": _b64(KEYS[1])}
-        gateway.call("/v3/auth/role/grant", {"name": SHIPLINE, "perm": permission})
-        gateway.ensure_user(shipline)
+        gateway.call("/v3/auth/role/grant", {"name": SHIPLINE, "perm": PERMISSION})
+        if not enabled or not _accepted(gateway, shipline):
+            gateway.ensure_user(shipline)
         gateway.call("/v3/auth/user/grant", {"user": SHIPLINE, "role": SHIPLINE})
         if not enabled:
             gateway.call("/v3/auth/enable", {})

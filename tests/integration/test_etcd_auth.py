@@ -181,8 +181,10 @@ async def test_an_etcd_without_authentication_gets_it_at_the_next_up(bare_etcd: 
     async with connect(bare_etcd.etcd_url, credentials=unused) as client:
         assert (await client.get(b"/shipline/apps/kept")).value == b"from before"
     up(bare_etcd, only={"etcd"}, report=lambda _: None)
-    up(bare_etcd, only={"etcd"}, report=lambda _: None)  # again: nothing to change, nothing fails
     shipline = _shipline(bare_etcd)
+    async with connect(bare_etcd.etcd_url, credentials=shipline) as held:  # as a daemon holds its client
+        up(bare_etcd, only={"etcd"}, report=lambda _: None)  # again: nothing to change, nothing fails
+        await held.put(b"/shipline/apps/held", b"token still good")  # the second up cut no one off
     assert "user name is empty" in await _anonymous_put(bare_etcd, "/shipline/apps/other")
     async with connect(bare_etcd.etcd_url, credentials=shipline) as client:
         assert (await client.get(b"/shipline/apps/kept")).value == b"from before"
