@@ -38,6 +38,7 @@ def _manifest(settings: Settings, repository: str, tag: str) -> dict[str, Any]:
     response = httpx.get(
         f"http://{settings.registry_address}/v2/{name}/manifests/{tag}",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        auth=Registry.of_stack(settings).basic_auth(),
     )
     return dict(response.json())
 
@@ -57,7 +58,8 @@ def run(settings: Settings) -> dict[str, float | str]:
     middleware_layer = LayerRef(
         name=spec.image.middleware.name, version=f"{spec.image.middleware.version}-{tag}"
     )
-    registry = Registry(address=settings.registry_address)
+    registry = Registry.of_stack(settings)
+    registry.log_in(client)
     repository = registry.app_repository(f"bench-{tag}")
     quiet = lambda line: None  # noqa: E731
 

@@ -53,7 +53,8 @@ def run(settings: Settings) -> dict[str, float]:
     from shipline.build.registry import Registry
 
     spec = load_spec(SAMPLE)
-    repository = Registry(address=settings.registry_address).middleware_repository(spec.image.middleware)
+    registry = Registry.of_stack(settings)
+    repository = registry.middleware_repository(spec.image.middleware)
     middleware = f"{repository}:{spec.image.middleware.version}"
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -73,9 +74,9 @@ def run(settings: Settings) -> dict[str, float]:
             source, middleware, settings.registry_address, name, Path(sys.executable).parent
         )
         started = time.monotonic()
-        subprocess.run(
-            ["bash", "-c", script], check=True, env={**os.environ, "DOCKER_HOST": settings.docker_url}
-        )
+        docker_config = registry.docker_config(Path(scratch) / "docker-config")  # the script's pushes
+        environment = {**os.environ, "DOCKER_HOST": settings.docker_url, "DOCKER_CONFIG": str(docker_config)}
+        subprocess.run(["bash", "-c", script], check=True, env=environment)
         figures["shell_script_seconds"] = time.monotonic() - started
 
         source = _snapshot(name, Path(scratch), settings, "flow")

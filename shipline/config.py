@@ -8,6 +8,7 @@ Every value has a working local default and can be overridden by an environment 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from functools import cached_property
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shipline.errors import ConfigError
@@ -268,6 +269,40 @@ class Settings(BaseSettings):
     def etcd_root_credentials_path(self) -> Path:
         """etcd's root user, beside Shipline's: ``up`` and operators administer users and roles with it."""
         return self.etcd_credentials_path.with_name("etcd-root.env")
+
+    @cached_property
+    def docker_config_dir(self) -> Path:
+        """The Docker client configuration ``docker compose`` gets: the registry's login (0700 / 0600)."""
+        return self.home / "docker-config"
+
+    @cached_property
+    def registry_credentials_file(self) -> Path:
+        """The stack registry's login (JSON, mode 0600, in a 0700 directory), generated once by ``up``."""
+        return self.home / "registry" / "auth" / "credentials.json"
+
+    @cached_property
+    def registry_htpasswd_file(self) -> Path:
+        """The login's bcrypt hash, which the stack's registry checks (mode 0600)."""
+        return self.home / "registry" / "auth" / "htpasswd"
+
+    def registry_login(self) -> tuple[str, SecretStr] | None:
+        """The stack registry's user name and password, or None before ``shipline up`` generated them.
+
+        Raises:
+            ConfigError: if the credentials file is unreadable or damaged.
+        """
+        path = self.registry_credentials_file
+        try:
+            document = json.loads(path.read_text())
+            return str(document["username"]), SecretStr(str(document["password"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"the registry's credentials file {path} cannot be read ({type(exc).__name__})",
+                hint="remove it and its htpasswd beside it, then `shipline down` and `shipline up` make new "
+                "ones (and save them into the shipline-registry block)",
+            ) from exc
 
     @property
     def registry_address(self) -> str:

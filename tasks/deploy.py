@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.environment import ShiplineEnvironment
+from blocks.registry import ShiplineRegistry
 from shipline.config import load_settings
 from shipline.discovery.instances import wait_until_registered
 from shipline.docker import docker_client
@@ -27,9 +28,11 @@ def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> l
     """docker compose up the release's services beside the running ones; return their ports.
 
     The values of secret variables are read from their Prefect Secret blocks here, and go only into the
-    environment of ``docker compose up``: never into a file, a log line or this task's result.
+    environment of ``docker compose up``: never into a file, a log line or this task's result. The
+    registry's login reaches the engine's pull through a private Docker configuration (``DOCKER_CONFIG``).
     """
-    path = compose_path(load_settings().releases_dir, compose)
+    settings = load_settings()
+    path = compose_path(settings.releases_dir, compose)
     secret_values = read_secrets(compose.secrets, where=f"{compose.app}/{compose.env}")
     compose_up(
         path,
@@ -37,6 +40,7 @@ def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> l
         services=compose.service_names,
         docker_host=environment.docker_host,
         variables=compose.passed_environment(secret_values),
+        docker_config=ShiplineRegistry.current().registry().docker_config(settings.docker_config_dir),
     )
     get_run_logger().info("started %s on %s", ", ".join(compose.service_names), environment.docker_host)
     return compose.ports

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import docker
 
+from shipline.build.registry import Registry
+from shipline.config import load_settings
+
 APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "wget", "printf")
 
 
@@ -48,6 +51,7 @@ def busybox_web_image(
     client.api.import_image_from_data(
         buffer.getvalue(), repository=repository, tag=tag, changes=[f"CMD {cmd}"]
     )
+    Registry.of_stack(load_settings()).log_in(client)  # the stack's registry answers its login only
     for event in client.images.push(repository, tag=tag, stream=True, decode=True):
         assert "error" not in event, event
     return str(client.images.get_registry_data(f"{repository}:{tag}").id)

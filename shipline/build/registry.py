@@ -13,8 +13,11 @@ Names: ``{registry}/shipline/os/{name}:{version}``, ``{registry}/shipline/middle
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +29,7 @@ import httpx
 from docker.errors import APIError, DockerException
 from pydantic import BaseModel, SecretStr
 
+from shipline.config import Settings
 from shipline.errors import PushError, RegistryError, ServiceUnavailableError
 from shipline.spec import LayerRef
 
@@ -57,6 +61,16 @@ class Registry(BaseModel):
     insecure: bool = True
     """Plain HTTP: loopback registries only."""
 
+    @classmethod
+    def of_stack(cls, settings: Settings) -> Registry:
+        """The local stack's registry, with the login ``shipline up`` generated (none before it did)."""
+        login = settings.registry_login()
+        return cls(
+            address=settings.registry_address,
+            username=login[0] if login else None,
+            password=login[1] if login else None,
+        )
+
     def os_repository(self, layer: LayerRef) -> str:
         return f"{self.address}/shipline/os/{layer.name}"
 
@@ -87,6 +101,25 @@ class Registry(BaseModel):
     def url(self) -> str:
         """Base URL of its API."""
         return f"{'http' if self.insecure else 'https'}://{self.address}"
+
+    def docker_config(self, directory: Path) -> Path:
+        """Write a Docker client configuration that holds this registry's login; return its directory.
+
+        For processes that reach the registry through the engine on their own (``docker compose up``
+        pulls an app image by digest): give them ``DOCKER_CONFIG`` set to the returned directory. The
+        directory is the process user's only (0700), its ``config.json`` 0600, written before it is
+        readable; without credentials it holds no login.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        auths: dict[str, dict[str, str]] = {}
+        if (login := self.basic_auth()) is not None:
+            auths[self.address] = {"auth": base64.b64encode(":".join(login).encode()).decode()}
+        descriptor, tmp = tempfile.mkstemp(dir=directory, prefix=".config.", suffix=".tmp")  # 0600
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump({"auths": auths}, handle)
+        os.replace(tmp, directory / "config.json")
+        return directory
 
     def basic_auth(self) -> tuple[str, str] | None:
         """Its credentials for HTTP basic authentication, unwrapped here at the call site (none: None)."""

@@ -41,6 +41,7 @@ def compose_up(
     services: list[str],
     docker_host: str,
     variables: Mapping[str, str] | None = None,
+    docker_config: Path | None = None,
     timeout: float = 300,
 ) -> None:
     """Create or update the services of ``compose_file``; containers of other services are left running.
@@ -51,12 +52,16 @@ def compose_up(
     Args:
         variables: Given to Compose in its environment only, for the file's ``${…}`` (the secret values
             of ``ComposeFile.passed_environment``): never written, never part of a message.
+        docker_config: A Docker client configuration directory holding the registry's login
+            (``Registry.docker_config``), for the engine's pull of the image.
 
     Raises:
         DeployError: with the engine's own message if it rejects the file or a container.
     """
     command = [compose_binary(), "-p", project, "-f", str(compose_file), "up", "--detach", "--quiet-pull"]
     env = {**os.environ, **(variables or {}), "DOCKER_HOST": docker_host}
+    if docker_config is not None:
+        env["DOCKER_CONFIG"] = str(docker_config)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired as exc:

@@ -32,6 +32,7 @@ from shipline.files import write_atomically
 from shipline.programs import find_program
 from shipline.stack.etcd_auth import secure_etcd
 from shipline.stack.processes import ProcessRecord
+from shipline.stack.registry_credentials import ensure_registry_credentials
 from shipline.stack.supervise import state_path
 
 PROBE_TIMEOUT = httpx.Timeout(1.0)
@@ -103,9 +104,11 @@ class Component(ABC):
         return f"read {self.log}"
 
 
-def _http_ok(url: str, *, transport: httpx.HTTPTransport | None = None) -> httpx.Response | None:
+def _http_ok(
+    url: str, *, transport: httpx.HTTPTransport | None = None, auth: tuple[str, str] | None = None
+) -> httpx.Response | None:
     try:
-        with httpx.Client(timeout=PROBE_TIMEOUT, transport=transport, trust_env=False) as client:
+        with httpx.Client(timeout=PROBE_TIMEOUT, transport=transport, trust_env=False, auth=auth) as client:
             response = client.get(url)
     except httpx.HTTPError:
         return None
@@ -247,8 +250,10 @@ class Registry(Component):
 
     def prepare(self) -> None:
         self.storage_dir.mkdir(parents=True, exist_ok=True)
+        ensure_registry_credentials(self.settings)
         storage: dict[str, object] = {
             "filesystem": {"rootdirectory": str(self.storage_dir)},
+            # Housekeeping deletes old app manifests; like every write, a delete needs the login.
             "delete": {"enabled": True},
         }
         if self.read_only:
@@ -257,6 +262,7 @@ class Registry(Component):
             "version": 0.1,
             "log": {"level": "info", "fields": {"service": "registry"}},
             "storage": storage,
+            "auth": {"htpasswd": {"realm": "shipline", "path": str(self.settings.registry_htpasswd_file)}},
             "http": {
                 "addr": self.settings.registry_address,
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
@@ -276,9 +282,31 @@ class Registry(Component):
             str(self.config_path),
         ]
 
+    def _login(self) -> tuple[str, str] | None:
+        login = self.settings.registry_login()
+        return (login[0], login[1].get_secret_value()) if login else None
+
     def probe(self, record: ProcessRecord | None = None) -> bool:
-        response = _http_ok(f"{self.url}/v2/")
+        response = _http_ok(f"{self.url}/v2/", auth=self._login())
         return response is not None and "docker-distribution-api-version" in response.headers
+
+    def ready(self) -> None:
+        """Refuse a registry that answers without the login: one started before it had authentication.
+
+        Raises:
+            ComponentStartError: naming the restart that gives it its authentication.
+        """
+        try:
+            with httpx.Client(timeout=PROBE_TIMEOUT, trust_env=False) as client:
+                anonymous = client.get(f"{self.url}/v2/_catalog").status_code
+        except httpx.HTTPError as exc:
+            raise ComponentStartError(f"registry: {self.url} stopped answering: {exc}") from exc
+        if anonymous != 401:
+            raise ComponentStartError(
+                f"registry: {self.url} answers {anonymous} without credentials: it runs without "
+                "authentication (started by an older Shipline, or not by Shipline)",
+                hint="restart it with its login: `shipline down`, then `shipline up`",
+            )
 
 
 @dataclass

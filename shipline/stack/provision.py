@@ -19,6 +19,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shipline.build.registry import Registry
 from shipline.config import DEPLOYMENTS_DIR, PROJECT_ROOT, UNRESPONSIVE_AFTER_SECONDS, Settings
 from shipline.errors import ConfigError, ServiceUnavailableError
 from shipline.files import write_atomically
@@ -171,7 +172,9 @@ def up_to_date(settings: Settings) -> bool:
         recorded = json.loads(_marker(settings).read_text())
     except (OSError, ValueError):
         return False
-    if recorded.get("fingerprint") != fingerprint():
+    if recorded.get("fingerprint") != fingerprint() or recorded.get("registry_login") != _login_digest(
+        settings
+    ):
         return False
     return _server_has_everything(settings, load_work_pools(), load_deployments())
 
@@ -202,7 +205,8 @@ def provision(settings: Settings, report: Report = print) -> bool:
             f"prefect: provisioning at {settings.prefect_api_url} failed: {exc}",
             hint=f"read {settings.log_dir / 'prefect.log'}",
         ) from exc
-    write_atomically(_marker(settings), json.dumps({"fingerprint": fingerprint()}))
+    marker = {"fingerprint": fingerprint(), "registry_login": _login_digest(settings)}
+    write_atomically(_marker(settings), json.dumps(marker))
     return True
 
 
@@ -232,16 +236,36 @@ def _apply_blocks(settings: Settings, report: Report) -> None:
     wanted: list[tuple[str, Any]] = [
         (env, ShiplineEnvironment(work_pool=env, **values)) for env, values in ENVIRONMENT_DEFAULTS.items()
     ]
-    wanted.append(("default", ShiplineRegistry(address=settings.registry_address)))
+    stack_registry = Registry.of_stack(settings)
+    wanted.append(("default", ShiplineRegistry(**stack_registry.model_dump(exclude={"insecure"}))))
     wanted.append(("default", ShiplineLogs()))
     wanted.append(("default", ShiplineHousekeeping()))
     for name, document in wanted:
         try:
-            type(document).load(name)
+            saved = type(document).load(name)
         except (ValueError, ObjectNotFound):
             document.save(name)
             report(f"  prefect      saved block {document._block_type_slug}/{name}")
+            continue
+        if isinstance(saved, ShiplineRegistry) and _stale_login(saved, stack_registry):
+            saved.username, saved.password = stack_registry.username, stack_registry.password
+            saved.save(name, overwrite=True)
+            report(f"  prefect      saved the stack registry's login into block shipline-registry/{name}")
     _remove_retired_blocks(report)
+
+
+def _stale_login(saved: Any, stack_registry: Registry) -> bool:
+    """True when a registry block points at the stack's registry without the login it answers now."""
+    if saved.address != stack_registry.address or stack_registry.basic_auth() is None:
+        return False
+    password = saved.password.get_secret_value() if saved.password else None
+    return (saved.username, password) != stack_registry.basic_auth()
+
+
+def _login_digest(settings: Settings) -> str:
+    """Changes when the stack registry's login does (a new one must reach the registry block)."""
+    login = Registry.of_stack(settings).basic_auth()
+    return hashlib.sha256(":".join(login).encode()).hexdigest() if login else ""
 
 
 RETIRED_BLOCKS = [("shipline-etcd", "default")]

@@ -90,5 +90,5 @@ def test_an_edited_registry_block_moves_the_next_build(
     # The base layers were built into the new registry too, and nothing of this app reached the old one.
     new = Registry(address=second_registry)
     assert new.manifest_digest(f"{second_registry}/shipline/middleware/host-jre", "blocks") is not None
-    old = Registry(address=settings.registry_address)
+    old = Registry.of_stack(settings)
     assert old.manifest_digest(old.app_repository(app), report.summary.sha) is None

@@ -60,10 +60,7 @@ def test_sample_goes_to_pre_and_prod_with_one_digest(settings: Settings, sample:
         "build_app_layer",
         "push_app_image",
     ]
-    assert (
-        Registry(address=settings.registry_address).manifest_digest(report["image"], report["sha"])
-        == report["digest"]
-    )
+    assert Registry.of_stack(settings).manifest_digest(report["image"], report["sha"]) == report["digest"]
     client = docker_client(settings.docker_url)
     middleware = client.images.get(
         client.images.get(f"{report['image']}@{report['digest']}").labels["shipline.middleware"]

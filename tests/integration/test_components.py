@@ -15,6 +15,7 @@ import docker
 import httpx
 import pytest
 
+from shipline.build.registry import Registry
 from shipline.config import POOLS, PROJECT_ROOT, Settings
 from shipline.etcd_client import connect
 from tests.waiting import eventually
@@ -38,6 +39,7 @@ def test_registry_push_then_pull_by_digest(settings: Settings) -> None:
     client = docker.DockerClient(base_url=settings.docker_url)
     repository = f"{settings.registry_address}/shipline-tests/roundtrip"
     image_id = _tiny_image(client, repository, "v1")
+    Registry.of_stack(settings).log_in(client)
     errors = [e for e in client.images.push(repository, tag="v1", stream=True, decode=True) if "error" in e]
     assert errors == []
     digest = client.images.get_registry_data(f"{repository}:v1").id

@@ -72,7 +72,7 @@ def app(stack: Settings) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:8]}"
     yield name
     asyncio.run(forget_releases(stack, name))
-    registry = Registry(address=stack.registry_address)
+    registry = Registry.of_stack(stack)
     with registry.api() as api:
         for tag in api.tags(f"apps/{name}"):
             manifest = api.manifest(f"apps/{name}", tag)
@@ -112,6 +112,7 @@ def manifest_status(settings: Settings, app: str, reference: str) -> int:
     response = httpx.head(
         f"http://{settings.registry_address}/v2/apps/{app}/manifests/{reference}",
         headers={"Accept": MANIFEST_TYPES},
+        auth=Registry.of_stack(settings).basic_auth(),
         trust_env=False,
     )
     return response.status_code
@@ -126,7 +127,7 @@ def test_images_no_release_needs_are_deleted_and_the_live_one_stays(
     stack: Settings, app: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = docker_client(stack.docker_url)
-    repository = Registry(address=stack.registry_address).app_repository(app)
+    repository = Registry.of_stack(stack).app_repository(app)
     digests = [
         busybox_web_image(client, repository, f"v{n}", {"index.html": f"{app} build {n}\n"}) for n in range(6)
     ]
@@ -137,7 +138,7 @@ def test_images_no_release_needs_are_deleted_and_the_live_one_stays(
     record(stack, app, "pre", digests[4], ReleaseStatus.LIVE)
     # Keep 2: v0 live; v4, v3 the newest that went live; v5, v4 the newest pushed. v1 and v2 go.
     doomed = {digests[1], digests[2]}
-    registry = Registry(address=stack.registry_address)
+    registry = Registry.of_stack(stack)
     home = Settings(home=tmp_path / "home")
 
     dry = housekeep(home, policy(keep_images_per_app=2, dry_run=True), registry, apps=[app], log=print)
@@ -155,7 +156,9 @@ def test_images_no_release_needs_are_deleted_and_the_live_one_stays(
         classmethod(lambda cls: cls(keep_images_per_app=2, reclaim_blob_space=False)),
     )
     monkeypatch.setattr(
-        ShiplineRegistry, "current", classmethod(lambda cls: cls(address=stack.registry_address))
+        ShiplineRegistry,
+        "current",
+        classmethod(lambda cls: cls(**Registry.of_stack(stack).model_dump(exclude={"insecure"}))),
     )
     state = housekeeping(apps=[app], return_state=True)
 
@@ -231,7 +234,7 @@ def test_old_workspaces_and_release_dirs_go_those_in_use_or_live_stay(
     make_tree(releases / "pre" / str(rolled_back), days_old=5)
     make_tree(releases / "pre" / "99", days_old=40)  # no record
 
-    items = housekeep(home, policy(), Registry(address=stack.registry_address), apps=[app], log=print)
+    items = housekeep(home, policy(), Registry.of_stack(stack), apps=[app], log=print)
 
     assert {p.name for p in home.workspaces_dir.iterdir()} == {flow_runs["running"], unknown_young}
     assert {str(p.relative_to(releases)) for p in releases.glob("*/*")} == {

@@ -71,7 +71,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     )
     os_image = ensure_os_image(
         client,
-        registry=Registry(address=settings.registry_address),
+        registry=Registry.of_stack(settings),
         layer=os_layer,
         cache_dir=tmp_path / "rootfs",
         debian=DebianArchive.from_settings(settings),
@@ -79,7 +79,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     )
     middleware = ensure_middleware_image(
         client,
-        registry=Registry(address=settings.registry_address),
+        registry=Registry.of_stack(settings),
         layer=middleware_layer,
         os_image=os_image,
         log=log,
@@ -92,7 +92,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     lines: list[str] = []
     again = ensure_os_image(
         client,
-        registry=Registry(address=settings.registry_address),
+        registry=Registry.of_stack(settings),
         layer=os_layer,
         cache_dir=tmp_path / "x",
         debian=DebianArchive.from_settings(settings),
@@ -102,7 +102,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     assert (
         ensure_middleware_image(
             client,
-            registry=Registry(address=settings.registry_address),
+            registry=Registry.of_stack(settings),
             layer=middleware_layer,
             os_image=os_image,
             log=lines.append,
@@ -115,7 +115,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     artifact.parent.mkdir()
     artifact.write_text("hello\n")
     app = f"imgtest-{version}"
-    registry = Registry(address=settings.registry_address)
+    registry = Registry.of_stack(settings)
     pushed = build_and_push(
         registry,
         app=app,
@@ -143,7 +143,7 @@ def test_one_commit_built_twice_has_one_digest(
 ) -> None:
     """Another run, another checkout (new file times), the same commit: the same digest, nothing re-sent."""
     middleware = _small_middleware(settings, client, tmp_path)
-    registry = Registry(address=settings.registry_address)
+    registry = Registry.of_stack(settings)
     app = f"repro-{uuid.uuid4().hex[:8]}"
     digests = []
     for run in ("first", "second"):
@@ -187,7 +187,7 @@ def test_one_commit_built_twice_has_one_digest(
 
 def _small_middleware(settings: Settings, client: docker.DockerClient, tmp_path: Path) -> PushedImage:
     version = f"p{uuid.uuid4().hex[:8]}"
-    registry = Registry(address=settings.registry_address)
+    registry = Registry.of_stack(settings)
     os_image = ensure_os_image(
         client,
         registry=registry,
@@ -207,10 +207,7 @@ def _small_middleware(settings: Settings, client: docker.DockerClient, tmp_path:
 
 def test_missing_tag_has_no_digest(settings: Settings) -> None:
     assert (
-        Registry(address=settings.registry_address).manifest_digest(
-            f"{settings.registry_address}/apps/none", "nope"
-        )
-        is None
+        Registry.of_stack(settings).manifest_digest(f"{settings.registry_address}/apps/none", "nope") is None
     )
 
 
@@ -231,7 +228,7 @@ def test_app_moves_onto_new_layers_without_recompiling(
         LayerRef(name="host-jre", version=version),
     )
     layers: dict[str, Any] = {
-        "registry": Registry(address=settings.registry_address),
+        "registry": Registry.of_stack(settings),
         "debian": DebianArchive.from_settings(settings),
     }
     old_os = ensure_os_image(client, **layers, layer=os_layer, cache_dir=tmp_path / "a", log=log)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from shipline.build.registry import Registry as ImageRegistry
 from shipline.config import Settings
 from shipline.errors import StackError
 from shipline.stack.components import Registry
@@ -86,7 +87,10 @@ def push_image(client: httpx.Client, repository: str, tag: str, layers: list[byt
 def test_deleted_images_lose_their_own_blobs_and_pushes_wait_meanwhile(own_registry: Settings) -> None:
     settings = own_registry
     base = b"shared base layer " * 4000
-    with httpx.Client(base_url=f"http://{settings.registry_address}", trust_env=False, timeout=10) as client:
+    login = ImageRegistry.of_stack(settings).basic_auth()
+    with httpx.Client(
+        base_url=f"http://{settings.registry_address}", auth=login, trust_env=False, timeout=10
+    ) as client:
         old, old_blobs = push_image(client, "apps/gc", "old", [base, b"old app layer " * 20000])
         new, new_blobs = push_image(client, "apps/gc", "new", [base, b"new app layer " * 100])
         assert client.delete(f"/v2/apps/gc/manifests/{old}").status_code == 202
