@@ -26,6 +26,9 @@ from shipline.config import Settings
 
 USERNAME = "shipline"
 _PASSWORD_BYTES = 32
+BCRYPT_ROUNDS = 4
+"""bcrypt's lowest cost. The registry checks the hash on every request, and a higher cost makes each one
+slow (seconds on a busy host); the password is 256 random bits, which no cost factor needs to protect."""
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -55,7 +58,7 @@ def ensure_registry_credentials(settings: Settings) -> None:
     password = password_secret.get_secret_value().encode()
     if _htpasswd_matches(settings.registry_htpasswd_file, username, password):
         return
-    hashed = bcrypt.hashpw(password, bcrypt.gensalt()).decode()
+    hashed = bcrypt.hashpw(password, bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode()
     _write_private(settings.registry_htpasswd_file, f"{username}:{hashed}\n")
 
 
@@ -64,7 +67,9 @@ def _htpasswd_matches(path: Path, username: str, password: bytes) -> bool:
         user, _, hashed = path.read_text().strip().partition(":")
     except OSError:
         return False
+    if user != username or hashed[4:7] != f"{BCRYPT_ROUNDS:02d}$":  # $2b$04$…: another cost is rewritten
+        return False
     try:
-        return user == username and bcrypt.checkpw(password, hashed.encode())
+        return bcrypt.checkpw(password, hashed.encode())
     except ValueError:  # not a bcrypt hash
         return False

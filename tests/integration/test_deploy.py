@@ -5,6 +5,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shipline.build.registry import Registry
 from shipline.config import Settings
 from shipline.docker import docker_client
 from shipline.errors import DeployError
@@ -97,3 +98,32 @@ def test_file_the_engine_rejects_is_a_clear_error(
         i.status != "running"
         for i in running_instances(docker_client(settings.docker_url), app=app, env="pre")
     )
+
+
+def test_compose_pulls_an_image_only_the_registry_holds_with_its_login(
+    settings: Settings, tmp_path: Path, app: str
+) -> None:
+    client = docker_client(settings.docker_url)
+    repository = f"{settings.registry_address}/apps/deploypull"
+    digest = busybox_web_image(client, repository, app, {"healthz": "ok\n"})  # a tag of its own: new content
+    client.images.remove(f"{repository}:{app}", force=True)  # as on a PRE host: only the registry has it
+    compose = compose_file(app, (repository, digest), 1, free_ports(1))
+    path = write(tmp_path / "release-1.yml", render_compose(compose))
+    empty = Registry(address=settings.registry_address).docker_config(tmp_path / "no-login")
+    with pytest.raises(DeployError):
+        compose_up(
+            path,
+            project=compose.project,
+            services=compose.service_names,
+            docker_host=settings.docker_url,
+            docker_config=empty,
+        )
+    login = Registry.of_stack(settings).docker_config(tmp_path / "login")
+    compose_up(
+        path,
+        project=compose.project,
+        services=compose.service_names,
+        docker_host=settings.docker_url,
+        docker_config=login,
+    )
+    wait_healthy(host="127.0.0.1", ports=compose.ports, health_path="/healthz", timeout=30)

@@ -60,7 +60,10 @@ def build_and_push(
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> docker.DockerClient:
-    return docker_client(settings.docker_url)
+    """The engine with the registry's login, as the build tasks get it (the registry block's client)."""
+    client = docker_client(settings.docker_url)
+    Registry.of_stack(settings).log_in(client)
+    return client
 
 
 def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerClient, tmp_path: Path) -> None:
