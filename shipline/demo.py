@@ -46,7 +46,10 @@ def main() -> int:
     print("\nWhere to look:")
     print(f"  Prefect UI      {settings.prefect_url}  (the delivery run above, its stages and artifacts)")
     print("  releases        .venv/bin/shipline releases hello-python --env prod [--stats]")
-    print(f"  registry        http://{settings.registry_address}/v2/_catalog")
+    print(
+        f"  registry        http://{settings.registry_address}/v2/_catalog  (its login, never printed: "
+        f"{settings.registry_credentials_file})"
+    )
     print(f"  GitLab webhook  {settings.webhook_url}  (onboard: shipline apps add REPO --project group/app)")
     print(f"  app logs        {settings.logs_page_url}?app=hello-python  (search, live tail)")
     print("  in the shell    .venv/bin/shipline logs search 'GET /version' --app hello-python --since 1h")
