@@ -183,10 +183,10 @@ class FakePrefect:
             token = f"t{len(self.issued)}"
             self.issued.append(token)
             return httpx.Response(200, json={"token": token, "expiration": "2999-01-01T00:00:00+00:00"})
-        if self.csrf and request.method == "POST":
-            if self.forget_next or request.headers.get("Prefect-Csrf-Token") not in self.issued[-1:]:
-                self.forget_next = False
-                return httpx.Response(403, json={"detail": "Invalid CSRF token or client identifier."})
+        token_refused = self.forget_next or request.headers.get("Prefect-Csrf-Token") not in self.issued[-1:]
+        if self.csrf and request.method == "POST" and token_refused:
+            self.forget_next = False
+            return httpx.Response(403, json={"detail": "Invalid CSRF token or client identifier."})
         return httpx.Response(200, json={"ok": True})
 
 
