@@ -66,7 +66,9 @@ def test_the_credential_with_its_csrf_token_works(settings: Settings, http: http
     assert blocks.status_code == 200, blocks.text
 
 
-def test_only_prefects_own_origin_may_make_cross_origin_requests(settings: Settings, http: httpx.Client) -> None:
+def test_only_prefects_own_origin_may_make_cross_origin_requests(
+    settings: Settings, http: httpx.Client
+) -> None:
     url = f"{settings.prefect_api_url}/deployments/filter"
 
     def preflight(origin: str) -> httpx.Response:
@@ -111,8 +113,8 @@ def test_a_build_command_on_the_host_network_can_do_nothing_there(
 ) -> None:
     api = settings.prefect_api_url
     script = (
-        f"wget -S -q -O- --header 'Content-Type: application/json' --post-data '{{\"include_secrets\": true}}' "
-        f"{api}/block_documents/filter; "
+        "wget -S -q -O- --header 'Content-Type: application/json' "
+        f"--post-data '{{\"include_secrets\": true}}' {api}/block_documents/filter; "
         f"wget -S -q -O- {api}/csrf-token?client=build; "
         f"wget -S -q -O- {api}/block_types/slug/secret/block_documents/name/x; "
         f"wget -S -q -O- {api}/health"
