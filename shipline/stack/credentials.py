@@ -101,7 +101,7 @@ def adopt_encryption_key(settings: Settings) -> str:
         ConfigError: if Prefect's database cannot be read or changed.
     """
     path = settings.prefect_server_credentials
-    stored = _database_key(settings)
+    stored = database_encryption_key(settings)
     if kept := read_environment_file(path).get(KEY_VARIABLE):
         if stored is not None and stored != kept:
             raise ConfigError(
@@ -117,7 +117,7 @@ def adopt_encryption_key(settings: Settings) -> str:
         _write_secret_file(path, KEY_VARIABLE, Fernet.generate_key().decode())
         return "new"
     if stored is not None:
-        _forget_database_key(settings)
+        _forgetdatabase_encryption_key(settings)
     return origin
 
 
@@ -130,7 +130,12 @@ def _postgres_conninfo(settings: Settings) -> str | None:
     return None if url is None else url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def _database_key(settings: Settings) -> str | None:
+def database_encryption_key(settings: Settings) -> str | None:
+    """The block-secret key Prefect keeps in its own database, if it holds one.
+
+    Raises:
+        ConfigError: if the database cannot be read.
+    """
     query = "SELECT value FROM configuration WHERE key = %s"
     try:
         if (conninfo := _postgres_conninfo(settings)) is not None:
@@ -155,7 +160,7 @@ def _database_key(settings: Settings) -> str | None:
     return str(value["fernet_key"])
 
 
-def _forget_database_key(settings: Settings) -> None:
+def _forgetdatabase_encryption_key(settings: Settings) -> None:
     statement = "DELETE FROM configuration WHERE key = %s"
     try:
         if (conninfo := _postgres_conninfo(settings)) is not None:

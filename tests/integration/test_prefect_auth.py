@@ -5,6 +5,7 @@ own clients, the UI's login and the CLI keep working."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import docker
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from shipline.config import Settings
 from shipline.docker import docker_client, run_job
 from shipline.prefect_auth import PrefectAuth, prefect_auth
-from shipline.stack.credentials import api_auth_string
+from shipline.stack.credentials import api_auth_string, database_encryption_key
 from tests.cli import shipline
 from tests.images import busybox_web_image
 
@@ -41,6 +42,15 @@ def test_without_the_credential_no_secret_and_no_deployment_is_reachable(
     assert http.get(f"{api}/block_types/slug/secret/block_documents/name/x").status_code == 401
     assert http.get(f"{api}/admin/version").status_code == 401
     assert http.get(f"{api}/health").text.strip() == "true", "health stays open for probes"
+
+
+def test_block_secrets_are_encrypted_with_a_key_the_database_does_not_hold(settings: Settings) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value="pauth-check").save("prefect-auth-test", overwrite=True)  # encrypts with the server's key
+    loaded = cast(Secret[str], Secret.load("prefect-auth-test"))  # called from sync code: not a coroutine
+    assert loaded.get() == "pauth-check"
+    assert database_encryption_key(settings) is None
 
 
 def test_a_wrong_credential_gets_no_token(settings: Settings, http: httpx.Client) -> None:
