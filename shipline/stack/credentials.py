@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 from pathlib import Path
 
 import psycopg
@@ -33,6 +34,8 @@ API_USER = "shipline"
 CLIENT_VARIABLE = "PREFECT_API_AUTH_STRING"
 SERVER_AUTH_VARIABLE = "PREFECT_SERVER_API_AUTH_STRING"
 KEY_VARIABLE = "PREFECT_SERVER_ENCRYPTION_KEY"
+CONNECT_SECONDS = 60.0
+"""How long a PostgreSQL that refuses connections (still starting) is waited for."""
 _DATABASE_KEY = "ENCRYPTION_KEY"
 """Where Prefect keeps its generated key when none is configured: ``configuration`` table, this key."""
 
@@ -117,7 +120,7 @@ def adopt_encryption_key(settings: Settings) -> str:
         _write_secret_file(path, KEY_VARIABLE, Fernet.generate_key().decode())
         return "new"
     if stored is not None:
-        _forgetdatabase_encryption_key(settings)
+        _forget_database_key(settings)
     return origin
 
 
@@ -130,6 +133,25 @@ def _postgres_conninfo(settings: Settings) -> str | None:
     return None if url is None else url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+def _connect_postgres(conninfo: str) -> psycopg.Connection[tuple[object, ...]] | None:
+    """A connection to Prefect's PostgreSQL database; None when its role or database does not exist yet.
+
+    The stack's own PostgreSQL may be starting at this moment (``up`` starts it just before Prefect):
+    a refused connection is tried again for a while rather than taken for an empty database, which would
+    cost the blocks saved with the key it holds.
+    """
+    deadline = time.monotonic() + CONNECT_SECONDS
+    while True:
+        try:
+            return psycopg.connect(conninfo, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            if "does not exist" in str(exc):  # a first start: the role and database come later
+                return None
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def database_encryption_key(settings: Settings) -> str | None:
     """The block-secret key Prefect keeps in its own database, if it holds one.
 
@@ -139,7 +161,9 @@ def database_encryption_key(settings: Settings) -> str | None:
     query = "SELECT value FROM configuration WHERE key = %s"
     try:
         if (conninfo := _postgres_conninfo(settings)) is not None:
-            with psycopg.connect(conninfo, connect_timeout=5) as connection:
+            if (opened := _connect_postgres(conninfo)) is None:
+                return None
+            with opened as connection:
                 if connection.execute("SELECT to_regclass('configuration')").fetchone() == (None,):
                     return None
                 row = connection.execute(query, (_DATABASE_KEY,)).fetchone()
@@ -156,11 +180,11 @@ def database_encryption_key(settings: Settings) -> str | None:
         raise _database_error(settings, exc) from exc
     if row is None:
         return None
-    value = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+    value = row[0] if isinstance(row[0], dict) else json.loads(str(row[0]))
     return str(value["fernet_key"])
 
 
-def _forgetdatabase_encryption_key(settings: Settings) -> None:
+def _forget_database_key(settings: Settings) -> None:
     statement = "DELETE FROM configuration WHERE key = %s"
     try:
         if (conninfo := _postgres_conninfo(settings)) is not None:

@@ -5,6 +5,7 @@ of Shipline's own calls (credential and CSRF token)."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import stat
 import sys
@@ -231,3 +232,19 @@ def test_a_wrong_credential_gets_the_servers_refusal() -> None:
     fake = FakePrefect()
     with httpx.Client(transport=httpx.MockTransport(fake), auth=PrefectAuth(API, "shipline:no")) as client:
         assert client.post(f"{API}/a", json={}).status_code == 401
+
+
+def test_an_unreachable_postgresql_is_waited_for_then_named_never_given_a_new_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shipline.stack.credentials.CONNECT_SECONDS", 1.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    url = f"postgresql+asyncpg://shipline@127.0.0.1:{closed}/shipline_prefect"
+    settings = Settings(home=tmp_path / "home", prefect_database="postgresql", prefect_database_url=url)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"out of its database \(PostgreSQL\)"):
+        adopt_encryption_key(settings)
+    assert time.monotonic() - started >= 1.0
+    assert not settings.prefect_server_credentials.exists(), "a new key would lose the blocks saved before"
