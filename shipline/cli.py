@@ -95,6 +95,8 @@ def up() -> None:
 def _print_urls(current: Settings) -> None:
     typer.echo("")
     typer.echo(f"  Prefect UI        {current.prefect_url}")
+    login = f"the value of PREFECT_API_AUTH_STRING in {current.prefect_client_credentials}"
+    typer.echo(f"  Prefect login     {login}")
     typer.echo(f"  Prefect API       {current.prefect_api_url}")
     typer.echo(f"  etcd              {current.etcd_url}")
     typer.echo(f"  registry          http://{current.registry_address}/v2/")

@@ -248,6 +248,24 @@ class Settings(BaseSettings):
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 
+    @cached_property
+    def credentials_dir(self) -> Path:
+        """Credentials ``up`` generates once: a directory only the stack's user may enter, files 0600."""
+        return self.home / "credentials"
+
+    @cached_property
+    def prefect_client_credentials(self) -> Path:
+        """``PREFECT_API_AUTH_STRING=…``: what every Prefect client (CLI, worker, daemon, test) sends.
+
+        An environment file, so that a systemd unit names it (``EnvironmentFile=``) instead of holding it.
+        """
+        return self.credentials_dir / "prefect-api.env"
+
+    @cached_property
+    def prefect_server_credentials(self) -> Path:
+        """``PREFECT_SERVER_ENCRYPTION_KEY=…``: the key of block secrets, for the Prefect server alone."""
+        return self.credentials_dir / "prefect-server.env"
+
     @property
     def prefect_url(self) -> str:
         return f"http://{self.host}:{self.prefect_port}"
@@ -326,9 +344,14 @@ class Settings(BaseSettings):
     def docker_url(self) -> str:
         return f"unix://{self.docker_socket}"
 
-    def prefect_environment(self) -> dict[str, str]:
-        """Prefect settings shared by the server, the workers and Shipline's own client calls."""
-        return {
+    def prefect_environment(self, *, credentials: bool = True) -> dict[str, str]:
+        """Prefect settings shared by the server, the workers and Shipline's own client calls.
+
+        Args:
+            credentials: Include the API credential (``prefect_client_credentials``, once ``up`` has
+                written it); False for text that others may read, such as a systemd unit.
+        """
+        environment = {
             "PREFECT_HOME": str(self.prefect_home),
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -338,9 +361,32 @@ class Settings(BaseSettings):
             # Runs prove they are alive; the automation `provision` applies crashes a run that stops.
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_home / "storage"),
+            # The server refuses state changes without a token it issued (the client fetches one).
+            "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true",
             "SHIPLINE_PROJECT_DIR": str(PROJECT_ROOT),
             "SHIPLINE_HOME": str(self.home),
         }
+        if credentials:
+            environment |= read_environment_file(self.prefect_client_credentials)
+        return environment
+
+
+def read_environment_file(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of an environment file (as systemd reads them); empty if there is none.
+
+    Raises:
+        ConfigError: if the file exists but cannot be read (its owner or mode is wrong).
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}", hint="run Shipline as the user that ran shipline up"
+        ) from exc
+    pairs = (line.partition("=") for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def load_settings() -> Settings:

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from shipline.config import load_settings
+from shipline.stack.credentials import ensure_api_credential
 from tests.fake_gitlab import FakeGitLab
 
 if TYPE_CHECKING:  # imported in the fixture: Prefect must not be imported before the settings below
     from blocks.registry import ShiplineRegistry
 
+ensure_api_credential(load_settings())  # as `up` does first: every client of the stack's Prefect sends it
 for _key, _value in load_settings().prefect_environment().items():
     os.environ.setdefault(_key, _value)
 

@@ -90,10 +90,17 @@ async def eventually_async(
 
 
 def as_the_ui(url: str, body: dict[str, object], *, attempts: int = 5) -> httpx.Response:
-    """POST what a Prefect UI button sends. A 503 (the server's SQLite busy under the suite's load) is what
-    the operator sees and presses again on — and what Prefect's own client retries."""
+    """POST what a Prefect UI button sends, with the credential and CSRF token a logged-in UI sends. A 503
+    (the server's SQLite busy under the suite's load) is what the operator sees and presses again on — and
+    what Prefect's own client retries."""
+    from shipline.config import load_settings
+    from shipline.prefect_auth import prefect_auth
+
+    auth = prefect_auth(load_settings())
     for attempt in range(attempts):
-        response = httpx.post(url, json=body, timeout=10)
+        response = httpx.post(
+            url, json=body, timeout=10, auth=auth, headers={"Origin": load_settings().prefect_url}
+        )
         if response.status_code != 503 or attempt == attempts - 1:
             return response
         time.sleep(0.5 * 2**attempt)

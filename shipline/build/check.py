@@ -13,7 +13,6 @@ block; limits of the spec that a block overrules.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from shipline.errors import BuildError, ConfigError, ServiceUnavailableError, Sp
 from shipline.files import inside
 from shipline.mounts import never_allowed
 from shipline.names import validate_name
+from shipline.prefect_auth import environment_auth
 from shipline.spec import SPEC_FILE, AppSpec, load_spec, looks_secret
 
 
@@ -108,10 +108,8 @@ def read_environment_gates(
         ServiceUnavailableError: if Prefect does not answer, or refuses the read.
         ConfigError: if an environment has no block, or an invalid one.
     """
-    auth = os.environ.get("PREFECT_API_AUTH_STRING")  # Prefect's basic auth, "user:password"
-    user, _, password = (auth or "").partition(":")
     found: dict[str, EnvironmentGates] = {}
-    with httpx.Client(timeout=timeout, trust_env=False, auth=(user, password) if auth else None) as client:
+    with httpx.Client(timeout=timeout, trust_env=False, auth=environment_auth(api_url)) as client:
         for env in gated_environments(environments):
             validate_name(env, what="environment")
             url = f"{api_url.rstrip('/')}/block_types/slug/{BLOCK}/block_documents/name/{env}"

@@ -19,6 +19,7 @@ from shipline.apps import OnboardedApp
 from shipline.gitlab.api import GitLabProject
 from shipline.gitlab.events import Trigger
 from shipline.gitlab.triggers import DeliveryStarter
+from shipline.prefect_auth import environment_auth
 
 
 class HeadCheck(BaseModel):
@@ -44,7 +45,9 @@ def deliver_missed_head(app: OnboardedApp, project: GitLabProject, *, prefect_ap
     trigger = Trigger(kind="push", project=app.project, ref=app.branch, sha=sha)
 
     async def ensure() -> HeadCheck:
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            timeout=10.0, trust_env=False, auth=environment_auth(prefect_api_url)
+        ) as client:
             starter = DeliveryStarter(prefect_api_url, client)
             existing = await starter.any_run(trigger)
             if existing is not None:

@@ -29,7 +29,9 @@ from shipline.discovery.nginx import test_config
 from shipline.discovery.routes import LUA_LIBRARY, LUA_MODULES, ROUTES_LUA, routing_mode
 from shipline.errors import ComponentStartError
 from shipline.files import write_atomically
+from shipline.prefect_auth import prefect_auth
 from shipline.programs import find_program
+from shipline.stack.credentials import adopt_encryption_key, ensure_api_credential, server_environment
 from shipline.stack.etcd_auth import secure_etcd
 from shipline.stack.processes import ProcessRecord
 from shipline.stack.registry_credentials import ensure_registry_credentials
@@ -670,7 +672,14 @@ class PrefectServer(ProjectProcess):
         return self.settings.prefect_url
 
     def environment(self) -> dict[str, str]:
-        environment = {**super().environment(), "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+        environment = {
+            **super().environment(),
+            **server_environment(self.settings),
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            # A page of another origin may neither read answers nor change state (the UI is same-origin).
+            "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": self.settings.prefect_url,
+        }
         if (database := self.settings.prefect_database_connection_url) is not None:
             environment["PREFECT_API_DATABASE_CONNECTION_URL"] = database
         else:
@@ -679,6 +688,36 @@ class PrefectServer(ProjectProcess):
 
     def prepare(self) -> None:
         self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
+        ensure_api_credential(self.settings)
+        adopt_encryption_key(self.settings)  # the server is stopped here: its database may give it up
+
+    def ready(self) -> None:
+        """Refuse a server on our port that answers without Shipline's credential.
+
+        Raises:
+            ComponentStartError: it takes an unauthenticated request, or refuses the credential.
+        """
+        url = f"{self.settings.prefect_api_url}/deployments/filter"
+        try:
+            with httpx.Client(timeout=5.0, trust_env=False) as client:
+                # Without the credential: a read is refused (401), a change too — before that, for want
+                # of a CSRF token (403), which only the credential obtains.
+                anonymous = client.get(f"{self.settings.prefect_api_url}/admin/version").status_code
+                ours = client.post(url, json={"limit": 1}, auth=prefect_auth(self.settings)).status_code
+        except httpx.HTTPError as exc:
+            raise ComponentStartError(f"prefect: {url} does not answer: {exc}", hint=self.fix_hint()) from exc
+        if anonymous != 401:
+            raise ComponentStartError(
+                f"prefect: the server at {self.url} answers requests without a credential "
+                f"({anonymous} to an anonymous GET of its version); it was not started by this stack",
+                hint="stop it and run shipline up, which starts Prefect with its credential",
+            )
+        if ours != 200:
+            raise ComponentStartError(
+                f"prefect: the server at {self.url} answers {ours} with the credential in "
+                f"{self.settings.prefect_client_credentials}",
+                hint="it was started with another one: stop it and run shipline up",
+            )
 
     def command(self) -> list[str]:
         s = self.settings
@@ -838,7 +877,9 @@ class Worker(ProjectProcess):
         """Workers the Prefect API lists as ONLINE in this pool, or None if the API does not answer."""
         url = f"{self.settings.prefect_api_url}/work_pools/{self.pool}/workers/filter"
         try:
-            with httpx.Client(timeout=PROBE_TIMEOUT, trust_env=False) as client:
+            with httpx.Client(
+                timeout=PROBE_TIMEOUT, trust_env=False, auth=prefect_auth(self.settings)
+            ) as client:
                 response = client.post(url, json={})
         except httpx.HTTPError:
             return None

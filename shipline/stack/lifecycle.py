@@ -17,7 +17,8 @@ from pathlib import Path
 
 from shipline.config import Settings
 from shipline.errors import ComponentStartError, MissingBinaryError, PortInUseError
-from shipline.stack.components import Component, infrastructure, workers
+from shipline.stack.components import Component, ProjectProcess, infrastructure, workers
+from shipline.stack.credentials import ensure_api_credential
 from shipline.stack.processes import ProcessRecord, ProcessTable
 from shipline.stack.sockets import find_listener
 from shipline.stack.supervise import read_supervision
@@ -203,6 +204,29 @@ def start_missing(components: Sequence[Component], table: ProcessTable, report: 
     return started
 
 
+def restart_without_credential(
+    settings: Settings, components: Sequence[Component], table: ProcessTable, report: Report
+) -> list[str]:
+    """Stop our Prefect processes that started before the stack's current Prefect credential.
+
+    Their environment lacks it (a stack from before Prefect required one, or a credential rotated since):
+    the server would still answer anyone, a worker or daemon would be refused. ``up`` then starts them
+    again with it.
+
+    Returns:
+        The names of the components stopped.
+    """
+    issued = settings.prefect_client_credentials.stat().st_mtime
+    stopped = []
+    for component in reversed(components):  # workers first, the server last
+        record = table.running(component.name)
+        if isinstance(component, ProjectProcess) and record is not None and record.started_at < issued:
+            report(f"  {component.name:<12} restarting: it started before Prefect's current credential")
+            table.stop(component.name, timeout=20.0, stop_signal=component.stop_signal)
+            stopped.append(component.name)
+    return stopped
+
+
 def up(
     settings: Settings,
     *,
@@ -211,6 +235,9 @@ def up(
     only: Collection[str] | None = None,
 ) -> UpResult:
     """Start what is not running, provision Prefect, and wait until every component answers.
+
+    Prefect's credential is generated on the first ``up``; Prefect processes started before it are
+    restarted with it (``restart_without_credential``).
 
     Args:
         settings: Where the stack listens and keeps its state.
@@ -237,6 +264,10 @@ def up(
     with stack_lock(settings):
         for path in (settings.home, settings.run_dir, settings.log_dir):
             path.mkdir(parents=True, exist_ok=True)
+        ensure_api_credential(settings)
+        restart_without_credential(
+            settings, chosen([*infrastructure(settings), *workers(settings)]), table, report
+        )
         started = start_missing(chosen(infrastructure(settings)), table, report)
         provisioned = only is None or "prefect" in only
         provisioned = provision(settings, report) if provisioned else False

@@ -23,6 +23,7 @@ from shipline.build.registry import Registry
 from shipline.config import DEPLOYMENTS_DIR, PROJECT_ROOT, UNRESPONSIVE_AFTER_SECONDS, Settings
 from shipline.errors import ConfigError, ServiceUnavailableError
 from shipline.files import write_atomically
+from shipline.prefect_auth import prefect_auth
 
 Report = Callable[[str], None]
 
@@ -154,7 +155,7 @@ def _server_has_everything(
 ) -> bool:
     api = settings.prefect_api_url
     try:
-        with httpx.Client(timeout=5.0, trust_env=False) as client:
+        with httpx.Client(timeout=5.0, trust_env=False, auth=prefect_auth(settings)) as client:
             for pool in pools:
                 if client.get(f"{api}/work_pools/{pool.name}").status_code != 200:
                     return False

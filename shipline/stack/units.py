@@ -11,6 +11,8 @@ supervisor):
 The units carry the Prefect settings of the host they are written on; edit ``PREFECT_API_URL`` and the
 ``SHIPLINE_*`` values for the host that will run them. etcd's credentials are never written into a unit:
 it names the file (mode 0600) each daemon reads them from, which the operator copies to every host.
+Neither is Prefect's credential: each unit names the file ``up`` wrote (``EnvironmentFile=``, read by
+systemd as root), which a host that runs no server gets as a copy, mode 0600.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def daemons(role: Role) -> dict[str, list[str]]:
 def render_unit(name: str, arguments: list[str], settings: Settings) -> str:
     """The text of one unit file."""
     variables = {
-        **settings.prefect_environment(),
+        **settings.prefect_environment(credentials=False),
         "SHIPLINE_ETCD_CREDENTIALS_FILE": str(settings.etcd_credentials_path),
     }
     environment = "\n".join(f"Environment={key}={value}" for key, value in variables.items())
@@ -54,6 +56,7 @@ Wants=network-online.target
 [Service]
 ExecStart={sys.executable} -m {" ".join(arguments)}
 {environment}
+EnvironmentFile={settings.prefect_client_credentials}
 Restart=always
 RestartSec=1
 KillMode=mixed

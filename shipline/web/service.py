@@ -14,6 +14,7 @@ from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect
 from shipline.gitlab.triggers import DeliveryStarter
 from shipline.logs.stores import open_store
+from shipline.prefect_auth import prefect_auth
 from shipline.stack.unresponsive import Outcome, crash_if_unresponsive
 from shipline.web.app import Cached, create_app
 
@@ -68,7 +69,7 @@ async def serve(settings: Settings) -> None:
     The log page (``settings.logs_page_url``) searches the configured log store; a store that cannot be
     opened answers 503 on the page, and is tried again on the next search.
     """
-    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False, auth=prefect_auth(settings)) as client:
         app = create_app(
             secret=Cached(webhook_secret),
             apps=OnboardedApps(settings.etcd_url),

@@ -47,6 +47,10 @@ def test_prefect_runs_and_is_provisioned_on_the_stacks_postgresql(tmp_path: Path
         ) as connection:
             pools = {row[0] for row in connection.execute("SELECT name FROM work_pool")}
             deployments = connection.execute("SELECT count(*) FROM deployment").fetchone()
+            # Blocks were saved (encrypted) with the key from the credential file: none in the database.
+            keys = connection.execute("SELECT key FROM configuration WHERE key = 'ENCRYPTION_KEY'").fetchall()
+        assert keys == []
+        assert (tmp_path / "home" / "credentials" / "prefect-server.env").stat().st_mode & 0o077 == 0
         assert {"ci", "pre", "prod"} <= pools
         assert deployments is not None and deployments[0] > 0
         assert not list(private.prefect_home.glob("*.db")), "Prefect must not have used SQLite"

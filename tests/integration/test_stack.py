@@ -3,6 +3,7 @@
 import json
 
 from shipline.config import Settings
+from shipline.stack.credentials import api_auth_string
 from shipline.stack.lifecycle import State, status
 from tests.cli import shipline
 from tests.stack_fixture import COMPONENTS
@@ -23,7 +24,10 @@ def test_second_up_starts_nothing(settings: Settings) -> None:
     result = shipline("up")
     assert result.returncode == 0, result.stderr
     assert "Everything was already running; nothing changed" in result.stdout
-    assert "starting" not in result.stdout
+    assert "starting" not in result.stdout and "restarting" not in result.stdout
+    # Where the UI's login is, never the credential itself.
+    assert f"PREFECT_API_AUTH_STRING in {settings.prefect_client_credentials}" in result.stdout
+    assert api_auth_string(settings).partition(":")[2] not in result.stdout + result.stderr
     after = {c.name: c.pid for c in status(settings)}
     assert after == before
     for url in (settings.prefect_url, settings.etcd_url, settings.nginx_url):

@@ -29,6 +29,9 @@ def test_units_of_every_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "Restart=always" in unit and "RestartSec=1" in unit
     assert " -m shipline registrator --env prod\n" in unit
     assert "Environment=PREFECT_API_URL=http://127.0.0.1:4200/api" in unit
+    # Prefect's credential comes from its 0600 file, never from the world-readable unit text.
+    assert f"EnvironmentFile={tmp_path / 'home' / 'credentials' / 'prefect-api.env'}\n" in unit
+    assert "AUTH_STRING" not in unit and "ENCRYPTION_KEY" not in unit
 
 
 def test_an_unknown_role_is_refused(tmp_path: Path) -> None:
