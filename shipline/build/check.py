@@ -5,8 +5,10 @@ round trip through the workers. Checked: ``shipline.yaml`` against the app spec 
 ``shipline.spec``), the OS and middleware layers it names against those Shipline can build, and the
 paths it names (artifact, JUnit report, scan paths) against links that lead out of the repository, and
 its host mounts against the paths no environment may allow (which ones an environment allows is its
-block's, checked by the delivery's spec stage). Notes, which fail nothing: plain values under names that
-look secret, which belong in a Prefect Secret block.
+block's, checked by the delivery's spec stage). The capabilities it asks for are checked by name with the
+spec (a name that is no Linux capability is listed with its line); which ones an environment allows is,
+again, its block's (``allowed_capabilities``, the spec stage). Notes, which fail nothing: plain values
+under names that look secret, which belong in a Prefect Secret block.
 """
 
 from __future__ import annotations
