@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from blocks.documents import load_document
 from shipline.capabilities import capability_names
-from shipline.docker import JobNetwork, JobResources, JobUser
+from shipline.docker import NOBODY, JobNetwork, JobResources, JobUser
 from shipline.mounts import HostMount, refused_entries
 from shipline.names import validate_name
 
@@ -63,13 +63,15 @@ class ShiplineEnvironment(Block):
     )
     job_cpus: float = Field(default=2.0, gt=0, le=256, description="CPUs of each job container here.")
     job_uid: int = Field(
-        default=65534,
+        default=NOBODY.uid,
         ge=1,
         le=2**31 - 1,
         description="User every job container here runs as (never root); the workspace is made writable "
         "for it. Default: nobody.",
     )
-    job_gid: int = Field(default=65534, ge=1, le=2**31 - 1, description="Group of the job containers here.")
+    job_gid: int = Field(
+        default=NOBODY.gid, ge=1, le=2**31 - 1, description="Group of the job containers here."
+    )
     job_network: JobNetwork = Field(
         default="none",
         description="Network of the build and unit-test containers (block 'ci'): none, or the host's "
