@@ -19,7 +19,8 @@ from shipline.build.gates import (
     delivery_gates,
     gated_environments,
 )
-from shipline.docker import JobResources
+from shipline.capabilities import capability_names
+from shipline.docker import NOBODY, JobNetwork, JobResources, JobUser
 from shipline.mounts import HostMount, refused_entries
 from shipline.names import validate_name
 
@@ -72,6 +73,34 @@ class ShiplineEnvironment(Block):
         "a job that needs more is killed and its stage fails naming this field.",
     )
     job_cpus: float = Field(default=2.0, gt=0, le=256, description="CPUs of each job container here.")
+    job_uid: int = Field(
+        default=NOBODY.uid,
+        ge=1,
+        le=2**31 - 1,
+        description="User every job container here runs as (never root); the workspace is made writable "
+        "for it. Default: nobody.",
+    )
+    job_gid: int = Field(
+        default=NOBODY.gid, ge=1, le=2**31 - 1, description="Group of the job containers here."
+    )
+    job_network: JobNetwork = Field(
+        default="none",
+        description="Network of the build and unit-test containers (block 'ci'): none, or the host's "
+        "(they then reach every service on the host's loopback). Auto-test commands always get the "
+        "host's: they must reach the instances.",
+    )
+
+    allowed_capabilities: list[str] = Field(
+        default_factory=list,
+        description="Linux capabilities an app's spec may give its instances here (service.capabilities), "
+        "e.g. NET_BIND_SERVICE. Empty by default: instances run with none.",
+    )
+    instance_pids_limit: int = Field(
+        default=1024,
+        ge=16,
+        le=4_194_304,
+        description="Processes and threads each app instance here may have at once; past it, forks fail.",
+    )
 
     require_tests: bool = Field(
         default=True,
@@ -116,6 +145,24 @@ class ShiplineEnvironment(Block):
             cpus=self.job_cpus,
             where=f"job_memory of the shipline-environment block {env!r}",
         )
+
+    @property
+    def job_user(self) -> JobUser:
+        """The user and group of this environment's job containers."""
+        return JobUser(uid=self.job_uid, gid=self.job_gid)
+
+    def job_conditions(self, env: str) -> str:
+        """How this environment's build and unit-test containers run, and the block fields that say so."""
+        return (
+            f"the job ran as {self.job_user} (job_uid, job_gid), with a read-only root filesystem "
+            f"(writable: /workspace and /tmp) and network {self.job_network} (job_network), as the "
+            f"shipline-environment block {env!r} sets them"
+        )
+
+    @field_validator("allowed_capabilities")
+    @classmethod
+    def _capabilities(cls, value: list[str]) -> list[str]:
+        return capability_names(value)
 
     @field_validator("host_mounts")
     @classmethod

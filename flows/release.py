@@ -24,6 +24,7 @@ from tasks.deploy import (
 from tasks.notify import send_release_notice
 from tasks.ports import allocate_instance_ports, free_instance_ports
 from tasks.releases import (
+    check_capabilities,
     check_host_mounts,
     check_road,
     check_secrets,
@@ -45,8 +46,9 @@ def release(request: ReleaseRequest) -> Release:
 
     0. the road: the digest must have gone live first where the environment's block requires
        (``requires_passed``; unset, PROD requires PRE) — a refusal names the environment it has not passed;
-       and the instances' host mounts must be in the environment's ``host_mounts``; every Prefect Secret
-       block a variable names (``{secret: NAME}``) must exist;
+       and the instances' host mounts must be in the environment's ``host_mounts``, the capabilities they
+       ask for in its ``allowed_capabilities``; every Prefect Secret block a variable names
+       (``{secret: NAME}``) must exist;
     1. approval, when the environment's block or the app's spec (``requires_approval``) asks for it
        (answer in this run's form, or `shipline approve`);
     2. a release record in etcd, one deploy at a time per app and environment (`deploy-{app}-{env}`); a
@@ -74,6 +76,7 @@ def release(request: ReleaseRequest) -> Release:
     environment = ShiplineEnvironment.for_env(request.env)
     check_road(request, environment)
     check_host_mounts(request, environment)
+    check_capabilities(request, environment)
     check_secrets(request)
     approval = approve_release(request, required=request.requires_approval(environment.requires_approval))
     wanted_canary = request.settings.canary
@@ -89,7 +92,7 @@ def release(request: ReleaseRequest) -> Release:
             ports = allocate_instance_ports(
                 request.app, request.env, request.replicas(environment.replicas), environment
             )
-            compose = render_compose_file(request, opened.number, ports)
+            compose = render_compose_file(request, opened.number, ports, environment)
             start_instances(compose, environment)
             wait_for_health(compose, environment)
             run_release_tests(
@@ -98,7 +101,7 @@ def release(request: ReleaseRequest) -> Release:
                 [environment.instance_url(p) for p in ports],
                 request.auto_tests,
                 image=f"{request.image}@{request.digest}",
-                docker_host=environment.docker_host,
+                environment=environment,
             )
             if wanted_canary is not None:
                 split = start_canary(opened, ports, environment, wanted_canary)

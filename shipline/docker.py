@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import docker
 import requests
@@ -21,6 +21,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from shipline.errors import BuildError, DeployError, ServiceUnavailableError
 from shipline.programs import find_program
 from shipline.spec import Mount
+from shipline.workspace_access import grant_workspace
 
 Log = Callable[[str], None]
 WORKSPACE = "/workspace"
@@ -72,10 +73,33 @@ JOB_LIMITS: dict[str, Any] = {
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
     "pids_limit": 512,
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,exec,nosuid,nodev,mode=1777"},  # noqa: S108 - the container's own /tmp
 }
 """What every job container (build, unit test, auto-test command) gets, whatever the spec says: no Linux
 capability (root inside cannot mount, trace, change owners or bypass file permissions), no privilege
-gained by setuid programs, and a pids limit that stops a fork bomb inside the container."""
+gained by setuid programs, a pids limit that stops a fork bomb inside the container, and a read-only root
+filesystem: a job writes only its workspace (builds and unit tests) and ``/tmp``, a tmpfs that counts
+against the job's memory and goes with the container (executable: JNI libraries and the like are unpacked
+there)."""
+
+JobNetwork = Literal["none", "host"]
+"""A build or unit-test container's network: none (the default), or the host's, as an operator allows."""
+
+
+@dataclass(frozen=True)
+class JobUser:
+    """The non-root user and group of a job container (an environment block's ``job_uid``/``job_gid``)."""
+
+    uid: int = 65534
+    gid: int = 65534
+
+    def __str__(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+NOBODY = JobUser()
+"""Debian's ``nobody:nogroup``: the job user where a block says nothing else."""
 
 
 @dataclass(frozen=True)
@@ -105,20 +129,26 @@ def run_in_image(
     log: Log,
     timeout: float = 3600,
     resources: JobResources | None = None,
+    user: JobUser = NOBODY,
+    network: JobNetwork = "none",
 ) -> CommandResult:
     """Run ``sh -c command`` in ``image`` with the workspace mounted at /workspace; stream its output.
 
     The command is logged first (``$ …``), then every line it prints (up to ``LOGGED_LINES``). The
-    container runs with ``JOB_LIMITS`` and ``resources`` (the environment's memory and CPUs); after
-    ``timeout`` seconds it is killed and the result says so, as it does when the memory runs out.
+    container runs as ``user``, who is given the workspace first (``grant_workspace``), with
+    ``JOB_LIMITS``, ``resources`` (the environment's memory and CPUs) and ``network`` (none: not even
+    loopback, so no service on the build host is reachable); after ``timeout`` seconds it is killed and
+    the result says so, as it does when the memory runs out.
 
     Returns:
         The command's exit code and its last ``TAIL_LINES`` lines.
 
     Raises:
-        BuildError: if the container cannot run at all (missing image, engine error).
+        BuildError: if the container cannot run at all (missing image, engine error), or the workspace
+            cannot be given to ``user``.
     """
-    log(f"$ {command}    (in {image})")
+    log(f"$ {command}    (in {image}, as {user}, network {network})")
+    grant_workspace(workspace, user.uid)
     volumes = {str(workspace): {"bind": WORKSPACE, "mode": "rw"}}
     volumes |= {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts}
     return run_job(
@@ -128,9 +158,10 @@ def run_in_image(
         log=log,
         timeout=timeout,
         resources=resources,
+        user=user,
         working_dir=WORKSPACE,
         volumes=volumes,
-        network_mode="host",
+        network_mode=network,
         environment={"CI": "true", "HOME": WORKSPACE},
     )
 
@@ -151,9 +182,11 @@ def run_job(
     log: Log,
     timeout: float,
     resources: JobResources | None = None,
+    user: JobUser = NOBODY,
     **container: Any,
 ) -> CommandResult:
-    """Run ``argv`` in a new container of ``image`` with ``JOB_LIMITS`` and ``container`` settings.
+    """Run ``argv`` as ``user`` in a new container of ``image`` with ``JOB_LIMITS`` and ``container``
+    settings.
 
     Its output is streamed to ``log`` from a thread while this one waits at most ``timeout`` seconds: a
     command that hangs (``sleep infinity``) is killed at its limit — its exit code is then 124, as
@@ -164,7 +197,7 @@ def run_job(
     """
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
-        limits = JOB_LIMITS | (resources.container() if resources is not None else {})
+        limits = JOB_LIMITS | {"user": str(user)} | (resources.container() if resources is not None else {})
         job = client.containers.run(image, argv, detach=True, **(container | limits))
     except ImageNotFound as exc:
         raise BuildError(f"image {image} is not available on this host", transient=True) from exc

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from shipline.capabilities import capability_names
 from shipline.errors import SpecError
 from shipline.names import NAME_PATTERN
 
@@ -35,6 +36,7 @@ _SECRET_BLOCK = re.compile(r"[a-z0-9-]{1,255}")
 _SECRET_WORDS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE")
 MASK = "****"
 """What a masked plain value shows, where people read a release (``shipline releases --json``)."""
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
 
 
 def _name(value: str, what: str) -> str:
@@ -286,6 +288,15 @@ class ServiceSpec(Strict):
     cpus: float | None = Field(default=None, gt=0, le=256)
     memory: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,5}[kmg]$")
     mounts: list[Mount] = Field(default_factory=list)
+    user: str | None = Field(
+        default=None,
+        description="Who the app runs as (uid, uid:gid, or a name in the image); else the image's.",
+    )
+    capabilities: list[str] = Field(
+        default_factory=list,
+        description="Linux capabilities every instance gets (e.g. NET_BIND_SERVICE); each environment's "
+        "block must allow them. None by default: instances run with no capability.",
+    )
     environments: dict[str, EnvironmentSettings] = Field(default_factory=dict)
     log_retention_days: int | None = Field(default=None, ge=1, le=3650)
     """Days the app's log lines are kept, if fewer than the platform keeps (none: the platform's)."""
@@ -299,6 +310,18 @@ class ServiceSpec(Strict):
     @classmethod
     def _health_path(cls, value: str) -> str:
         return _url_path(value)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and _USER.fullmatch(value) is None:
+            raise ValueError("must be a uid, uid:gid, or a user (and group) name of the image")
+        return value
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities(cls, value: list[str]) -> list[str]:
+        return capability_names(value)
 
     def in_environment(self, env: str) -> EnvironmentSettings:
         """The settings of ``env``: replicas and variables as the spec gives them, defaults otherwise."""

@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from blocks.environment import ShiplineEnvironment
 from shipline.docker import docker_client
 from shipline.errors import AutoTestError
 from shipline.release.autotest import CheckResult, in_release_image, run_auto_tests
@@ -14,12 +15,20 @@ from shipline.spec import AutoTests
 
 @task(cache_policy=NO_CACHE)
 def run_release_tests(
-    app: str, env: str, base_urls: list[str], tests: AutoTests, image: str, docker_host: str
+    app: str, env: str, base_urls: list[str], tests: AutoTests, image: str, environment: ShiplineEnvironment
 ) -> list[CheckResult]:
     """Run the HTTP checks and the test command against every new instance, directly (not through nginx:
-    no instance of the release takes traffic before they all pass); fail if any check fails anywhere."""
+    no instance of the release takes traffic before they all pass); fail if any check fails anywhere.
+
+    The command runs with the job memory, CPUs and user of the environment's block."""
     rows, failed, results = [], [], []
-    runner = in_release_image(docker_client(docker_host), image, get_run_logger().info)
+    runner = in_release_image(
+        docker_client(environment.docker_host),
+        image,
+        get_run_logger().info,
+        resources=environment.job_resources(env),
+        user=environment.job_user,
+    )
     for base_url in base_urls:
         for result in run_auto_tests(base_url, tests, runner):
             results.append(result)

@@ -22,18 +22,22 @@ def compile_app(spec: AppSpec, workspace: Path, middleware: PushedImage, sha: st
     """Run the build command with the workspace mounted; the declared artifact must exist afterwards."""
     logger = get_run_logger()
     command = f"export SHIPLINE_SHA={sha}; {spec.build.command}"
+    ci = ShiplineEnvironment.for_env("ci")
     done = run_in_image(
         ShiplineRegistry.current().docker_client(load_settings().docker_url),
         image=middleware.by_digest,
         command=command,
         workspace=workspace,
         mounts=spec.build.mounts,
-        resources=ShiplineEnvironment.for_env("ci").job_resources("ci"),
+        resources=ci.job_resources("ci"),
+        user=ci.job_user,
+        network=ci.job_network,
         log=logger.info,
     )
     if done.code != 0:
         raise BuildError(
-            f"{spec.app}: the build command exited {done.code}; its last lines:\n{done.tail_text()}",
+            f"{spec.app}: the build command exited {done.code}; its last lines:\n{done.tail_text()}\n"
+            f"({ci.job_conditions('ci')})",
             hint="read this task's log for the whole output",
         )
     artifact = inside(workspace, spec.build.artifact, what="build.artifact")

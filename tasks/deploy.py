@@ -14,6 +14,7 @@ from shipline.errors import DeployError
 from shipline.release.compose import ComposeFile, compose_path
 from shipline.release.deploy import (
     compose_up,
+    limits_reached,
     remove_releases,
     running_instances,
     stop_instances,
@@ -48,13 +49,30 @@ def start_instances(compose: ComposeFile, environment: ShiplineEnvironment) -> l
 
 @task(cache_policy=NO_CACHE)
 def wait_for_health(compose: ComposeFile, environment: ShiplineEnvironment) -> None:
-    """Wait until every new instance answers its health path (``service.health_timeout_seconds``)."""
-    wait_healthy(
-        host=environment.advertise_ip,
-        ports=compose.ports,
-        health_path=compose.service.health_path,
-        timeout=compose.service.health_timeout_seconds,
-    )
+    """Wait until every new instance answers its health path (``service.health_timeout_seconds``).
+
+    One that does not and ran into a limit — its pids limit, or its memory — is named with the setting to
+    raise.
+    """
+    try:
+        wait_healthy(
+            host=environment.advertise_ip,
+            ports=compose.ports,
+            health_path=compose.service.health_path,
+            timeout=compose.service.health_timeout_seconds,
+        )
+    except DeployError as failure:
+        reached = limits_reached(
+            docker_client(environment.docker_host),
+            app=compose.app,
+            env=compose.env,
+            release=compose.release,
+            pids_where=f"instance_pids_limit of the shipline-environment block {compose.env!r}",
+            memory_where="service.memory of the app's shipline.yaml",
+        )
+        if reached:
+            raise DeployError(f"{failure.message}; {'; '.join(reached)}", hint=failure.hint) from failure
+        raise
     get_run_logger().info("healthy: %s", ", ".join(f"{environment.advertise_ip}:{p}" for p in compose.ports))
 
 

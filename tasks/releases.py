@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from blocks.environment import ShiplineEnvironment
+from shipline.capabilities import capability_problems
 from shipline.config import load_settings
 from shipline.errors import ReleaseError
 from shipline.mounts import mount_problems
@@ -78,6 +79,20 @@ def check_host_mounts(request: ReleaseRequest, environment: ShiplineEnvironment)
         env=request.env,
         field="service.mounts",
         home=load_settings().home,
+    )
+    if problems:
+        raise ReleaseError("; ".join(problems))
+
+
+@task(cache_policy=NO_CACHE)
+def check_capabilities(request: ReleaseRequest, environment: ShiplineEnvironment) -> None:
+    """Refuse a release whose instances ask for a Linux capability the environment's block does not allow (a
+    release run started by hand skips the delivery's spec stage, which checks the same)."""
+    problems = capability_problems(
+        request.service.capabilities,
+        environment.allowed_capabilities,
+        env=request.env,
+        field="service.capabilities",
     )
     if problems:
         raise ReleaseError("; ".join(problems))

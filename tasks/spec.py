@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from blocks import ShiplineEnvironment
 from shipline.apps import OnboardedApp, bind_to_repository
 from shipline.build.check import plain_secret_notes
+from shipline.capabilities import capability_problems
 from shipline.config import load_settings
 from shipline.errors import SpecError
 from shipline.etcd_client import connect
@@ -25,8 +26,10 @@ def read_app_spec(
     """Validate shipline.yaml; a bad spec fails here, naming each field and line.
 
     Its host mounts must be allowed by the operators: ``build.mounts`` by the ``ci`` environment's block,
-    ``service.mounts`` by the block of each environment in ``environments``. The app it names must be bound
-    to ``source``, the repository delivered (an app never onboarded is bound by its first delivery).
+    ``service.mounts`` by the block of each environment in ``environments``; and so must the capabilities
+    its instances ask for (``service.capabilities``, each block's ``allowed_capabilities``). The app it
+    names must be bound to ``source``, the repository delivered (an app never onboarded is bound by its
+    first delivery).
     """
     spec = load_spec(workspace)
     home = load_settings().home
@@ -34,9 +37,14 @@ def read_app_spec(
     if spec.build.mounts:
         allowed = ShiplineEnvironment.for_env("ci").host_mounts
         problems += mount_problems(spec.build.mounts, allowed, env="ci", field="build.mounts", home=home)
-    for env in environments if spec.service.mounts else ():
-        allowed = ShiplineEnvironment.for_env(env).host_mounts
-        problems += mount_problems(spec.service.mounts, allowed, env=env, field="service.mounts", home=home)
+    for env in environments if spec.service.mounts or spec.service.capabilities else ():
+        block = ShiplineEnvironment.for_env(env)
+        problems += mount_problems(
+            spec.service.mounts, block.host_mounts, env=env, field="service.mounts", home=home
+        )
+        problems += capability_problems(
+            spec.service.capabilities, block.allowed_capabilities, env=env, field="service.capabilities"
+        )
     if problems:
         raise SpecError(f"shipline.yaml: {'; '.join(problems)}")
     logger = get_run_logger()

@@ -46,16 +46,25 @@ def run_unit_tests(
     report.unlink(
         missing_ok=True
     )  # a stale report must not pass for this run's (a link goes, not its target)
+    ci = ShiplineEnvironment.for_env("ci")
     done = run_in_image(
         ShiplineRegistry.current().docker_client(load_settings().docker_url),
         image=middleware.by_digest,
         command=f"export SHIPLINE_SHA={sha}; {spec.test.command}",
         workspace=workspace,
         mounts=spec.build.mounts,
-        resources=ShiplineEnvironment.for_env("ci").job_resources("ci"),
+        resources=ci.job_resources("ci"),
+        user=ci.job_user,
+        network=ci.job_network,
         log=get_run_logger().info,
     )
-    summary = parse_junit(inside(workspace, spec.test.junit, what="test.junit"))  # the tests ran meanwhile
+    junit = inside(workspace, spec.test.junit, what="test.junit")  # the tests ran meanwhile
+    if done.code != 0 and not junit.exists():  # they did not get as far as a report: say why they ended
+        raise TestFailure(
+            f"{spec.app}: the test command exited {done.code} and left no {spec.test.junit}; its last "
+            f"lines:\n{done.tail_text()}\n({ci.job_conditions('ci')})"
+        )
+    summary = parse_junit(junit)
     rows = [
         {"test": c.name, "outcome": c.outcome, "seconds": round(c.seconds, 3), "message": c.message}
         for c in summary.failures + [s for s in summary.slowest if s not in summary.failures]
@@ -69,7 +78,10 @@ def run_unit_tests(
     if done.code != 0 or not summary.ok:
         first = summary.failures[0] if summary.failures else None
         detail = f": {first.name}: {first.message}" if first else f" (exit {done.code}):\n{done.tail_text()}"
-        raise TestFailure(f"{spec.app}: {summary.failed + summary.errors} unit test(s) failed{detail}")
+        raise TestFailure(
+            f"{spec.app}: {summary.failed + summary.errors} unit test(s) failed{detail}\n"
+            f"({ci.job_conditions('ci')})"
+        )
     if summary.passed == 0 and (refusal := no_test_case_ran(spec.test, gates)):
         raise TestFailure(f"{spec.app}: {refusal}", hint=GATES_HINT)
     return summary

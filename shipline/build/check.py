@@ -7,8 +7,10 @@ paths it names (artifact, JUnit report, scan paths) against links that lead out 
 its host mounts against the paths no environment may allow (which ones an environment allows is its
 block's, checked by the delivery's spec stage), and — where the Prefect server answers — the operators'
 gates of the ci block and of the environments the delivery would release to (``shipline.build.gates``).
-Notes, which fail nothing: plain values under names that look secret, which belong in a Prefect Secret
-block; limits of the spec that a block overrules.
+The capabilities it asks for are checked by name with the spec (a name that is no Linux capability is
+listed with its line); which ones an environment allows is, again, its block's (``allowed_capabilities``,
+the spec stage). Notes, which fail nothing: plain values under names that look secret, which belong in a
+Prefect Secret block; limits of the spec that a block overrules.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Automated tests of a deployed release: HTTP checks and/or a command given the base URL.
 
-The command comes from the app's repository, so it never runs on the host: it runs in a container of the
-release's own image (what it tests, with the tools the app ships), on the host network to reach the
-instance, as ``nobody`` with a read-only root filesystem and a writable ``/tmp``, no capability, no
-privilege gain, 512 MB and 512 processes at most, and killed at its ``timeout_seconds``. It gets
-``BASE_URL`` and nothing of the worker's environment.
+The command comes from the app's repository, so it never runs on the host: it runs in a job container of
+the release's own image (what it tests, with the tools the app ships), on the host network to reach the
+instance, as the environment's job user (``job_uid``/``job_gid``, nobody by default) with a read-only root
+filesystem and a writable ``/tmp``, no capability, no privilege gain, 512 processes and the memory and
+CPUs of the environment's block (``job_memory``/``job_cpus``) at most, and killed at its
+``timeout_seconds``. It gets ``BASE_URL`` and nothing of the worker's environment.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import docker
 import httpx
 from pydantic import BaseModel
 
-from shipline.docker import CommandResult, run_job
+from shipline.docker import NOBODY, CommandResult, JobResources, JobUser, run_job
 from shipline.errors import ShiplineError
 from shipline.spec import AutoTests, HttpCheck
 
@@ -57,24 +58,30 @@ class CommandRunner(Protocol):
     def __call__(self, command: list[str], base_url: str, timeout: float) -> CommandResult: ...
 
 
-def in_release_image(client: docker.DockerClient, image: str, log: Log) -> CommandRunner:
-    """Auto-test commands in containers of ``image`` (by digest), with the limits above."""
+def in_release_image(
+    client: docker.DockerClient,
+    image: str,
+    log: Log,
+    *,
+    resources: JobResources | None = None,
+    user: JobUser = NOBODY,
+) -> CommandRunner:
+    """Auto-test commands in containers of ``image`` (by digest), with the limits above: ``resources`` and
+    ``user`` are those of the environment the release runs in."""
 
     def run(command: list[str], base_url: str, timeout: float) -> CommandResult:
-        log(f"$ {' '.join(command)}    (in {image}, BASE_URL={base_url})")
+        log(f"$ {' '.join(command)}    (in {image}, as {user}, BASE_URL={base_url})")
         return run_job(
             client,
             image=image,
             argv=command,
             log=log,
             timeout=timeout,
+            resources=resources,
+            user=user,
             environment={"BASE_URL": base_url},
             network_mode="host",
-            user="65534:65534",
-            read_only=True,
-            tmpfs={"/tmp": "rw,size=64m"},  # noqa: S108 - the container's own /tmp, not the host's
-            working_dir="/tmp",  # noqa: S108
-            mem_limit="512m",
+            working_dir="/tmp",  # noqa: S108 - the container's own tmpfs, not the host's /tmp
         )
 
     return run

@@ -2,8 +2,13 @@
 
 Nothing is validated here a second time: the service settings were validated with the app spec
 (``shipline.spec``), the image and digest with the request (``shipline.release.plan``), and the ports
-come from the allocator. The template renders every value as a JSON string (and ``$`` as ``$$``), so no
-value can break out of the field it belongs to or be interpolated by Compose.
+come from the allocator. What the environment's block grants comes with them: every instance drops every
+Linux capability and gains no privilege (``no-new-privileges``), gets back only the capabilities its spec
+asks for that the block allows (``allowed_capabilities``; the release flow has refused any other before),
+and runs under the block's pids limit (``instance_pids_limit``), as the spec's ``service.user`` if set.
+
+The template renders every value as a JSON string (and ``$`` as ``$$``), so no value can break out of the
+field it belongs to or be interpolated by Compose.
 
 Secrets are never written: a variable read from a Prefect Secret block (``{secret: NAME}``), and a plain
 value under a name that looks secret (``shipline.spec.looks_secret``), stand in the file as a required
@@ -16,7 +21,7 @@ Docker keeps the values in the container's configuration, so a restart of the co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,6 +63,10 @@ class ComposeFile(BaseModel):
     request: ReleaseRequest
     release: int = Field(ge=1)
     ports: list[int] = Field(min_length=1, max_length=64)
+    pids_limit: int = Field(ge=1)
+    """Processes and threads each instance may have (the environment block's ``instance_pids_limit``)."""
+    allowed_capabilities: list[str] = Field(default_factory=list)
+    """The capabilities the environment's block allows (``allowed_capabilities``)."""
 
     @property
     def app(self) -> str:
@@ -110,6 +119,11 @@ class ComposeFile(BaseModel):
         }
 
     @property
+    def capabilities(self) -> list[str]:
+        """The capabilities every instance gets back: those its spec asks for that the block allows."""
+        return [name for name in self.service.capabilities if name in self.allowed_capabilities]
+
+    @property
     def project(self) -> str:
         return f"{self.app}-{self.env}"
 
@@ -121,9 +135,23 @@ class ComposeFile(BaseModel):
         return [self.service_name(port) for port in self.ports]
 
 
-def compose_file_for(request: ReleaseRequest, release: int, ports: list[int]) -> ComposeFile:
-    """The compose file of release ``release`` of ``request``, one instance on each of ``ports``."""
-    return ComposeFile(request=request, release=release, ports=ports)
+def compose_file_for(
+    request: ReleaseRequest,
+    release: int,
+    ports: list[int],
+    *,
+    pids_limit: int,
+    allowed_capabilities: Sequence[str] = (),
+) -> ComposeFile:
+    """The compose file of release ``release`` of ``request``, one instance on each of ``ports``, with the
+    pids limit and the capabilities the environment's block allows."""
+    return ComposeFile(
+        request=request,
+        release=release,
+        ports=ports,
+        pids_limit=pids_limit,
+        allowed_capabilities=list(allowed_capabilities),
+    )
 
 
 _environment = jinja2.Environment(

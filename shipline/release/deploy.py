@@ -124,6 +124,36 @@ def running_instances(client: docker.DockerClient, *, app: str, env: str) -> lis
     return sorted(instances, key=lambda i: (i.release, i.port))
 
 
+def limits_reached(
+    client: docker.DockerClient, *, app: str, env: str, release: int, pids_where: str, memory_where: str
+) -> list[str]:
+    """Which instances of ``release`` ran into a limit: the kernel killed one for its memory, or one holds
+    as many processes and threads as its pids limit lets it (its next fork fails). Each names the setting
+    to raise (``pids_where``, ``memory_where``); empty when none did, or the engine cannot tell.
+    """
+    filters = {"label": [f"shipline.app={app}", f"shipline.env={env}", f"shipline.release={release}"]}
+    reached = []
+    try:
+        for container in client.containers.list(all=True, filters=filters):
+            host = container.attrs.get("HostConfig", {})
+            if container.attrs.get("State", {}).get("OOMKilled"):
+                memory = host.get("Memory") or 0
+                at = (
+                    f"at {memory // 2**20} MiB" if memory else "with no limit of its own (the host's ran out)"
+                )
+                reached.append(f"{container.name} was killed for memory {at} ({memory_where})")
+            limit = host.get("PidsLimit") or 0
+            if container.status == "running" and limit > 0:
+                pids = container.stats(stream=False, one_shot=True).get("pids_stats", {})
+                if pids.get("current", 0) >= limit:
+                    reached.append(
+                        f"{container.name} is at its pids limit, {limit} processes and threads ({pids_where})"
+                    )
+    except (APIError, NotFound):
+        return reached  # an instance that went meanwhile: what was found still holds
+    return reached
+
+
 def remove_releases(
     client: docker.DockerClient, *, app: str, env: str, releases: set[int], grace_seconds: int = 2
 ) -> list[RunningInstance]:

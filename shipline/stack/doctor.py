@@ -171,9 +171,9 @@ def run_checks(settings: Settings) -> list[Check]:
         _debian_keyring(settings),
         _docker_permission(settings),
     ]
-    if os.geteuid() == 0:
-        # As root, up runs PostgreSQL as the postgres user, and lets it through directories it cannot search.
-        checks.append(_program("setfacl", ["setfacl", "--version"], "acl"))
+    # Job containers get their workspace through ACLs; as root, up also lets PostgreSQL (the postgres user)
+    # through directories it cannot search.
+    checks.append(_program("setfacl", ["setfacl", "--version"], "acl"))
     checks.append(_log_store(settings))
     table = ProcessTable(settings.run_dir)
     checks += [

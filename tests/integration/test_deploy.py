@@ -37,7 +37,7 @@ def compose_file(
         sha="a" * 40,
         service=ServiceSpec.model_validate({"stop_grace_seconds": 2, **service}),
     )
-    return compose_file_for(request, release, ports)
+    return compose_file_for(request, release, ports, pids_limit=1024)
 
 
 def deploy(

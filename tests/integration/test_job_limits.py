@@ -58,7 +58,9 @@ def test_a_fork_bomb_meets_the_pids_limit_not_the_host(
         log=lambda line: None,
         timeout=20,
     )
-    assert done.code in (0, 124), done  # it ends, by itself or at its limit; the host is untouched
+    # It ends — by itself, at its time limit, or with the shell's own exit 2 when even its `sleep` cannot
+    # fork (more likely as a non-root job user) — and the host is untouched.
+    assert done.code in (0, 2, 124), done
     assert any("can't fork" in line or "Resource temporarily unavailable" in line for line in done.tail) or (
         done.tail and done.tail[-1] == "still here"
     ), done

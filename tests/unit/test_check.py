@@ -104,3 +104,21 @@ def test_a_plain_value_that_looks_secret_passes_with_a_note(tmp_path: Path) -> N
     done = shipline("check", str(repo))
     assert done.returncode == 0 and "note: shipline.yaml service.environments.pre" in done.stderr
     assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_a_name_that_is_no_capability_and_a_bad_user_are_listed_with_their_lines(tmp_path: Path) -> None:
+    repo = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "hello-python", repo)
+    spec = repo / "shipline.yaml"
+    spec.write_text(
+        spec.read_text().replace(
+            "  memory: 128m\n",
+            "  memory: 128m\n  user: 'app user'\n  capabilities: [NET_BIND_SERVICE, GOD_MODE]\n",
+        )
+    )
+    result = check_repository(repo)
+    assert len(result.problems) == 2, result.problems
+    assert result.problems[0].startswith("shipline.yaml:30 service.user: must be a uid")
+    assert result.problems[1].startswith(
+        "shipline.yaml:31 service.capabilities: not a Linux capability: 'GOD_MODE'"
+    )

@@ -10,7 +10,13 @@ import yaml
 
 from shipline.docker import compose_binary
 from shipline.errors import DeployError, SpecError
-from shipline.release.compose import compose_file_for, compose_path, render_compose, write_compose_file
+from shipline.release.compose import (
+    ComposeFile,
+    compose_file_for,
+    compose_path,
+    render_compose,
+    write_compose_file,
+)
 from shipline.release.plan import ReleaseRequest
 from shipline.spec import parse_spec
 
@@ -26,6 +32,8 @@ image:
 service:
   memory: 256m
   cpus: 0.5
+  user: "1000:1000"
+  capabilities: [NET_BIND_SERVICE, cap_net_raw]
   mounts: [{source: /usr/lib/jvm/java-17-openjdk-amd64, target: /opt/jre}]
   environments:
     prod:
@@ -44,6 +52,13 @@ def request(spec_text: str = SPEC, env: str = "prod") -> ReleaseRequest:
         sha="a" * 40,
         service=spec.service,
     )
+
+
+def compose_file(
+    req: ReleaseRequest, release: int, ports: list[int], allowed: tuple[str, ...] = ("NET_BIND_SERVICE",)
+) -> ComposeFile:
+    """The compose file in an environment whose block allows ``allowed`` and 1024 pids per instance."""
+    return compose_file_for(req, release, ports, pids_limit=1024, allowed_capabilities=allowed)
 
 
 def run_compose_config(
@@ -70,11 +85,11 @@ def compose_config(text: str, tmp_path: Path, environment: dict[str, str] | None
 
 
 def test_rendering_matches_the_golden_file() -> None:
-    assert render_compose(compose_file_for(request(), 7, [22000, 22001])) == GOLDEN.read_text()
+    assert render_compose(compose_file(request(), 7, [22000, 22001])) == GOLDEN.read_text()
 
 
 def test_compose_accepts_the_file_with_host_networking_and_labels(tmp_path: Path) -> None:
-    model = compose_config(render_compose(compose_file_for(request(), 7, [22000, 22001])), tmp_path)
+    model = compose_config(render_compose(compose_file(request(), 7, [22000, 22001])), tmp_path)
     assert model["name"] == "shop-prod"
     services = model["services"]
     assert sorted(services) == ["shop-22000", "shop-22001"]
@@ -95,15 +110,39 @@ def test_compose_accepts_the_file_with_host_networking_and_labels(tmp_path: Path
     assert "networks" not in model or not model["networks"]
 
 
+def test_every_instance_has_no_capability_but_those_asked_and_allowed(tmp_path: Path) -> None:
+    model = compose_config(render_compose(compose_file(request(), 7, [22000, 22001])), tmp_path)
+    for service in model["services"].values():
+        assert service["security_opt"] == ["no-new-privileges:true"]
+        assert service["cap_drop"] == ["ALL"]
+        assert service["cap_add"] == ["NET_BIND_SERVICE"]  # NET_RAW asked for, not allowed: never given
+        assert service["pids_limit"] == 1024
+        assert service["user"] == "1000:1000"
+        assert service["mem_limit"] == str(256 * 1024 * 1024) and service["cpus"] == 0.5  # the spec's own
+
+
+def test_a_spec_that_asks_for_nothing_gets_nothing_back(tmp_path: Path) -> None:
+    spec = SPEC.replace('  user: "1000:1000"\n', "").replace(
+        "  capabilities: [NET_BIND_SERVICE, cap_net_raw]\n", ""
+    )
+    compose = compose_file_for(request(spec), 1, [22000], pids_limit=64, allowed_capabilities=["SYS_ADMIN"])
+    service = compose_config(render_compose(compose), tmp_path)["services"]["shop-22000"]
+    assert service["cap_drop"] == ["ALL"] and service["security_opt"] == ["no-new-privileges:true"]
+    assert (
+        "cap_add" not in service and "user" not in service
+    )  # the image's user; a block's allowance is no grant
+    assert service["pids_limit"] == 64
+
+
 def test_an_environment_the_spec_does_not_name_gets_no_variables(tmp_path: Path) -> None:
-    model = compose_config(render_compose(compose_file_for(request(env="qa"), 1, [23000])), tmp_path)
+    model = compose_config(render_compose(compose_file(request(env="qa"), 1, [23000])), tmp_path)
     assert model["services"]["shop-23000"]["environment"] == {"PORT": "23000"}
 
 
 def test_dollar_signs_stay_literal(tmp_path: Path) -> None:
     literal = "$HOME ${PATH} $$x"
     spec = SPEC.replace("LOG_LEVEL: info", "RAW: '$HOME ${PATH} $$x'")
-    service = compose_config(render_compose(compose_file_for(request(spec), 1, [22000])), tmp_path)
+    service = compose_config(render_compose(compose_file(request(spec), 1, [22000])), tmp_path)
     # `compose config` prints a compose file, so a literal $ comes back escaped as $$; an interpolated
     # one would have come back as the value of HOME or PATH.
     assert service["services"]["shop-22000"]["environment"]["RAW"] == literal.replace("$", "$$")
@@ -112,7 +151,7 @@ def test_dollar_signs_stay_literal(tmp_path: Path) -> None:
 def test_a_value_cannot_inject_yaml(tmp_path: Path) -> None:
     hostile = "x\\n    privileged: true\\n    pid: host"
     spec = SPEC.replace("LOG_LEVEL: info", f'EVIL: "{hostile}"')
-    model = compose_config(render_compose(compose_file_for(request(spec), 1, [22000])), tmp_path)
+    model = compose_config(render_compose(compose_file(request(spec), 1, [22000])), tmp_path)
     service = model["services"]["shop-22000"]
     assert service["environment"]["EVIL"] == hostile.replace("\\n", "\n")
     assert "privileged" not in service and "pid" not in service
@@ -130,6 +169,10 @@ def test_a_value_cannot_inject_yaml(tmp_path: Path) -> None:
         ("memory: 256m", "memory: lots", "memory"),
         ("memory: 256m", "health_path: healthz", "health_path"),
         ("memory: 256m", "port_variable: port-var", "port_variable"),
+        ('user: "1000:1000"', 'user: "0\\nprivileged: true"', "service.user"),
+        ('user: "1000:1000"', "user: 'root; id'", "service.user"),
+        ("[NET_BIND_SERVICE, cap_net_raw]", "[ALL]", "not a Linux capability: 'ALL'"),
+        ("[NET_BIND_SERVICE, cap_net_raw]", "[NET_BIND_SERVICE, SYS_EVERYTHING]", "'SYS_EVERYTHING'"),
     ],
 )
 def test_hostile_or_invalid_values_never_reach_a_compose_file(old: str, new: str, field: str) -> None:
@@ -153,7 +196,7 @@ def test_a_request_refuses_what_the_spec_does_not_check(override: dict[str, str]
 
 
 def test_the_file_is_written_whole_under_the_release(tmp_path: Path) -> None:
-    compose = compose_file_for(request(), 7, [22000])
+    compose = compose_file(request(), 7, [22000])
     releases = tmp_path / "releases"
     path, text = write_compose_file(releases, compose)
     assert path == compose_path(releases, compose) == releases / "shop" / "prod" / "7" / path.name
@@ -164,6 +207,7 @@ def test_the_file_is_written_whole_under_the_release(tmp_path: Path) -> None:
 def test_golden_file_is_valid_yaml() -> None:
     document = yaml.safe_load(GOLDEN.read_text())
     assert document["services"]["shop-22000"]["network_mode"] == "host"
+    assert document["services"]["shop-22000"]["cap_drop"] == ["ALL"]
 
 
 SECRET_VALUE = 's3cr$t ${HOME} "quoted"\nsecond line'
@@ -174,7 +218,7 @@ WITH_SECRETS = SPEC.replace(
 
 
 def test_secret_values_are_never_written_only_named(tmp_path: Path) -> None:
-    compose = compose_file_for(request(WITH_SECRETS), 7, [22000])
+    compose = compose_file(request(WITH_SECRETS), 7, [22000])
     releases = tmp_path / "releases"
     _, text = write_compose_file(releases, compose)
     assert PLAIN_TOKEN not in text  # a plain value under a secret-looking name stays out too
@@ -192,7 +236,7 @@ def test_secret_values_are_never_written_only_named(tmp_path: Path) -> None:
 
 
 def test_compose_takes_each_secret_from_its_environment_literally(tmp_path: Path) -> None:
-    compose = compose_file_for(request(WITH_SECRETS), 7, [22000])
+    compose = compose_file(request(WITH_SECRETS), 7, [22000])
     text = render_compose(compose)
     model = compose_config(text, tmp_path, compose.passed_environment({"DB_PASSWORD": SECRET_VALUE}))
     variables = model["services"]["shop-22000"]["environment"]
@@ -210,6 +254,6 @@ def test_compose_takes_each_secret_from_its_environment_literally(tmp_path: Path
 
 
 def test_a_secret_left_unread_is_refused_before_compose_runs() -> None:
-    compose = compose_file_for(request(WITH_SECRETS), 7, [22000])
+    compose = compose_file(request(WITH_SECRETS), 7, [22000])
     with pytest.raises(DeployError, match="shop-prod: no value was read for DB_PASSWORD"):
         compose.passed_environment({})

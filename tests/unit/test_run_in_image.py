@@ -43,7 +43,7 @@ def test_the_command_is_logged_and_a_failure_keeps_the_last_lines(tmp_path: Path
         mounts=[],
         log=logged.append,
     )
-    assert logged[0] == "$ make all    (in registry/mw@sha256:abc)"
+    assert logged[0] == "$ make all    (in registry/mw@sha256:abc, as 65534:65534, network none)"
     assert done.code == 3
     assert len(done.tail) == TAIL_LINES and done.tail[-1] == "line 49"
     assert "  | line 49" in done.tail_text()
