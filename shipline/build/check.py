@@ -8,9 +8,9 @@ its host mounts against the paths no environment may allow (which ones an enviro
 block's, checked by the delivery's spec stage), and — where the Prefect server answers — the operators'
 gates of the ci block and of the environments the delivery would release to (``shipline.build.gates``).
 The capabilities it asks for are checked by name with the spec (a name that is no Linux capability is
-listed with its line); which ones an environment allows is, again, its block's (``allowed_capabilities``,
-the spec stage). Notes, which fail nothing: plain values under names that look secret, which belong in a
-Prefect Secret block; limits of the spec that a block overrules.
+listed with its line), and — where those blocks were read — against each release environment's
+``allowed_capabilities``, as the spec stage checks them. Notes, which fail nothing: plain values under
+names that look secret, which belong in a Prefect Secret block; limits of the spec that a block overrules.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from shipline.build.gates import (
     BLOCK,
+    BUILT_IN,
     EnvironmentGates,
     delivery_gates,
     gated_environments,
@@ -31,6 +32,7 @@ from shipline.build.gates import (
     unit_test_problems,
 )
 from shipline.build.layer_names import OS_LAYERS, middleware_names
+from shipline.capabilities import capability_problems
 from shipline.errors import BuildError, ConfigError, ServiceUnavailableError, SpecError
 from shipline.files import inside
 from shipline.mounts import never_allowed
@@ -96,6 +98,15 @@ def check_repository(directory: Path, blocks: Mapping[str, EnvironmentGates] | N
         refused = unit_test_problems(spec.test, gates) + scan_problems(spec.scan, gates)
         result.problems += [f"{SPEC_FILE} {problem}" for problem in refused]
         result.notes += [f"{SPEC_FILE} {note}" for note in held_limits(spec.scan, gates)]
+        for env, block in blocks.items():  # the environments released to: ci only builds and tests
+            if env != BUILT_IN:
+                refused = capability_problems(
+                    spec.service.capabilities,
+                    block.allowed_capabilities,
+                    env=env,
+                    field="service.capabilities",
+                )
+                result.problems += [f"{SPEC_FILE} {problem}" for problem in refused]
         result.gates = list(blocks)
     return result
 

@@ -60,7 +60,9 @@ SonarApps = Annotated[bool | list[str], AfterValidator(_app_names)]
 
 
 class EnvironmentGates(BaseModel):
-    """The gate fields of one environment block, with the block's defaults."""
+    """The gate fields of one environment block, with the block's defaults; and the capabilities the block
+    lets instances have (``allowed_capabilities``), so that ``shipline check`` finds a spec the release
+    would refuse (``shipline.capabilities``)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -68,6 +70,7 @@ class EnvironmentGates(BaseModel):
     required_scan_tools: ScanTools = []
     max_findings: FindingLimits = dict(DEFAULT_MAX_FINDINGS)
     require_sonarqube: SonarApps = False
+    allowed_capabilities: list[str] = []
 
     def requires_sonarqube(self, app: str) -> bool:
         """Whether this block requires SonarQube of ``app`` (every app, or ``app`` by name)."""

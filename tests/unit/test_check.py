@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shipline.build.check import check_repository
+from shipline.build.gates import EnvironmentGates
 from shipline.config import PROJECT_ROOT
 from tests.cli import shipline
 
@@ -122,3 +123,25 @@ def test_a_name_that_is_no_capability_and_a_bad_user_are_listed_with_their_lines
     assert result.problems[1].startswith(
         "shipline.yaml:31 service.capabilities: not a Linux capability: 'GOD_MODE'"
     )
+
+
+def test_a_capability_an_environments_block_does_not_allow_is_listed_when_the_blocks_are_read(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "hello-python", repo)
+    spec = repo / "shipline.yaml"
+    spec.write_text(
+        spec.read_text().replace("  memory: 128m\n", "  memory: 128m\n  capabilities: [NET_BIND_SERVICE]\n")
+    )
+    blocks = {
+        "ci": EnvironmentGates(),  # ci builds and tests: what it allows instances does not matter
+        "pre": EnvironmentGates(allowed_capabilities=["NET_BIND_SERVICE"]),
+        "prod": EnvironmentGates(),
+    }
+    assert check_repository(repo, blocks).problems == [
+        "shipline.yaml service.capabilities NET_BIND_SERVICE is not a capability prod allows: an operator "
+        "adds it to allowed_capabilities of the shipline-environment block 'prod' (Prefect UI, Blocks)"
+    ]
+    assert check_repository(repo, {"ci": EnvironmentGates(), "pre": blocks["pre"]}).ok
+    assert check_repository(repo).ok  # blocks unread: the spec stage checks them
