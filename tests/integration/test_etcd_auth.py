@@ -129,6 +129,7 @@ def test_a_job_container_on_the_host_network_cannot_reroute_an_app(
         mounts=[],
         log=print,
         timeout=60,
+        network="host",  # the widest an operator may allow a job: it reaches the port
     )
     assert done.tail[-1] == "refused", done
     assert any("400 Bad Request" in line for line in done.tail), done  # etcd's answer, not a lost connection

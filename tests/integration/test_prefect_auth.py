@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from shipline.config import Settings
-from shipline.docker import docker_client, run_job
+from shipline.docker import NOBODY, docker_client, run_job
 from shipline.prefect_auth import PrefectAuth, prefect_auth
 from shipline.stack.credentials import api_auth_string, database_encryption_key
 from tests.cli import shipline
@@ -138,7 +138,7 @@ def test_a_build_command_on_the_host_network_can_do_nothing_there(
         log=lines.append,
         timeout=60,
         network_mode="host",  # the widest a job gets: an operator may allow the host network
-        user="65534:65534",
+        user=NOBODY,  # the job user where a block says nothing else
     )
     output = "\n".join(lines)
     assert done.code == 0, output  # the last request, the open health check, succeeded

@@ -152,6 +152,7 @@ def test_a_job_container_reaches_the_registry_but_can_do_nothing_there(
         ),
         workspace=tmp_path,
         mounts=[],
+        network="host",  # the widest an operator may allow a job: it reaches the port
         log=print,
         timeout=60,
     )

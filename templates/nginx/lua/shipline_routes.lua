@@ -89,7 +89,7 @@ function _M.route()
         return ngx.exit(ngx.HTTP_NOT_FOUND)
     end
     local route = route_of(upstream, value)
-    local peers, group = route.peers, upstream
+    local peers, others, group = route.peers, route.canary, upstream
     if #peers == 0 then
         ngx.status = ngx.HTTP_SERVICE_UNAVAILABLE
         ngx.say("no live instance of ", app, " in ", env)
@@ -99,12 +99,17 @@ function _M.route()
         local n = spread[upstream] or 0
         spread[upstream] = n + 1
         if math.floor((n + 1) * route.weight / 100) > math.floor(n * route.weight / 100) then
-            peers, group = route.canary, upstream .. "|canary"
+            peers, others, group = route.canary, route.peers, upstream .. "|canary"
         end
     end
     local start = (turn[group] or 0) % #peers + 1
     turn[group] = start
-    ngx.ctx.shipline = { peers = peers, start = start, tried = {}, upstream = upstream, measure = route.weight ~= nil }
+    -- A failed connection tries the request's own side first, then the other side of a split: a member
+    -- that is stopping (retired, or an aborted canary) never costs a request while another one answers.
+    ngx.ctx.shipline = {
+        peers = peers, others = others, start = start, tried = {}, upstream = upstream,
+        measure = route.weight ~= nil,
+    }
 end
 
 local function fields(text)
@@ -145,9 +150,9 @@ end
 -- balancer_by_lua: the next member for this attempt.
 function _M.balance()
     local state = ngx.ctx.shipline
-    local peers, now = state.peers, ngx.now()
+    local peers, others, now = state.peers, state.others or {}, ngx.now()
     if state.current == nil then
-        local more = math.min(#peers, MAX_TRIES) - 1
+        local more = math.min(#peers + #others, MAX_TRIES) - 1
         if more > 0 then
             balancer.set_more_tries(more)
         end
@@ -155,8 +160,13 @@ function _M.balance()
         failed[state.current] = now
     end
     local pick, fallback
-    for i = 0, #peers - 1 do
-        local peer = peers[(state.start + i - 1) % #peers + 1]
+    for i = 0, #peers + #others - 1 do
+        local peer
+        if i < #peers then
+            peer = peers[(state.start + i - 1) % #peers + 1]
+        else
+            peer = others[i - #peers + 1]
+        end
         if not state.tried[peer[1]] then
             local when = failed[peer[1]]
             if when == nil or now - when >= FAIL_TIMEOUT then
