@@ -150,6 +150,8 @@ def test_images_no_release_needs_are_deleted_and_the_live_one_stays(
 
     # The nightly flow, run here with the same settings but for real, limited to this test's app.
     monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path / "home"))
+    # …whose etcd is still the stack's, reached with the stack's credentials.
+    monkeypatch.setenv("SHIPLINE_ETCD_CREDENTIALS_FILE", str(stack.etcd_credentials_path))
     monkeypatch.setattr(
         ShiplineHousekeeping,
         "current",

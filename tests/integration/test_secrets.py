@@ -85,12 +85,12 @@ def app_environment(container: Container) -> dict[str, str]:
 
 
 def etcd_values_holding(settings: Settings, text: str) -> list[str]:
-    """Every etcd key (all of them) whose key or value holds ``text``."""
+    """Every etcd key (all of Shipline's: they begin with ``/``) whose key or value holds ``text``."""
 
     async def read() -> list[str]:
         async with connect(settings.etcd_url) as client:
             found = []
-            for kv in await client.get_all():
+            for kv in await client.get_prefix(b"/"):  # every key Shipline writes; its role reads no other
                 if text.encode() in kv.key or text.encode() in kv.value:
                     found.append(kv.key.decode())
             return found
