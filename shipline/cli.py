@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from shipline.build.gates import EnvironmentGates
     from shipline.discovery.splits import Decision
     from shipline.logs.store import LogStore
+    from shipline.onboarding import Onboarded
 
 app = typer.Typer(
     name="shipline",
@@ -594,6 +595,28 @@ apps = typer.Typer(help="Onboarded apps: which repository, GitLab project and br
 app.add_typer(apps, name="apps")
 
 
+def _onboard(
+    repository: str, branch: str, project: str | None, *, transfer_from: str | None = None
+) -> Onboarded:
+    """``shipline.onboarding.onboard`` with the stack's settings and the GitLab block, if one is set."""
+    from blocks.gitlab import ShiplineGitLab
+    from shipline.onboarding import onboard
+
+    current = settings()
+    gitlab = ShiplineGitLab.configured()
+    return onboard(
+        repository,
+        branch=branch,
+        project=project,
+        etcd_url=current.etcd_url,
+        gitlab=gitlab.project(project) if gitlab is not None and project is not None else None,
+        webhook_url=current.webhook_url,
+        webhook_secret=gitlab.webhook_secret if gitlab is not None else None,
+        token=gitlab.token_for(repository) if gitlab is not None else None,
+        transfer_from=transfer_from,
+    )
+
+
 @apps.command("add")
 @reports_errors
 def apps_add(
@@ -608,21 +631,7 @@ def apps_add(
     as_json: JsonOption = False,
 ) -> None:
     """Onboard an app: its name from its shipline.yaml; with a GitLab block, the project's webhook too."""
-    from blocks.gitlab import ShiplineGitLab
-    from shipline.onboarding import onboard
-
-    current = settings()
-    gitlab = ShiplineGitLab.configured()
-    done = onboard(
-        repository,
-        branch=branch,
-        project=project,
-        etcd_url=current.etcd_url,
-        gitlab=gitlab.project(project) if gitlab is not None and project is not None else None,
-        webhook_url=current.webhook_url,
-        webhook_secret=gitlab.webhook_secret if gitlab is not None else None,
-        token=gitlab.token_for(repository) if gitlab is not None else None,
-    )
+    done = _onboard(repository, branch, project)
     if as_json:
         typer.echo(done.model_dump_json(indent=2))
         return
@@ -645,22 +654,7 @@ def apps_transfer(
     """Move the app its shipline.yaml names to this repository: only this one ships it from now on."""
     import getpass
 
-    from blocks.gitlab import ShiplineGitLab
-    from shipline.onboarding import onboard
-
-    current = settings()
-    gitlab = ShiplineGitLab.configured()
-    done = onboard(
-        repository,
-        branch=branch,
-        project=project,
-        etcd_url=current.etcd_url,
-        gitlab=gitlab.project(project) if gitlab is not None and project is not None else None,
-        webhook_url=current.webhook_url,
-        webhook_secret=gitlab.webhook_secret if gitlab is not None else None,
-        token=gitlab.token_for(repository) if gitlab is not None else None,
-        transfer_from=f"{getpass.getuser()} (OS user)",
-    )
+    done = _onboard(repository, branch, project, transfer_from=f"{getpass.getuser()} (OS user)")
     typer.echo(f"{done.app.app} now belongs to {repository}; deliveries from anywhere else are refused.")
 
 
