@@ -116,9 +116,12 @@ def test_a_canary_failing_one_request_in_five_is_aborted_and_the_live_release_se
     assert [r.status for r in history] == [ReleaseStatus.LIVE, ReleaseStatus.ROLLED_BACK]
     assert history[1].canary is not None and "max_error_rate" in history[1].canary, history[1].canary
     for name, answers in load.answers.items():
-        # the live release answered all along; the canary took its share, and failed some of it
         assert set(answers) <= {"200 v1", "200 v2", "500 v2 failed"}, f"{name}: {dict(answers)}"
-        assert answers["500 v2 failed"] > 0 and answers["200 v1"] > 0.3 * sum(answers.values()), dict(answers)
+    # The live release answered all along; the canary took its share, and failed some of it. Counted over
+    # both clients: the split is exact per hundred requests, so two clients that alternate may each stay on
+    # one side.
+    both = load.answers["new-connection"] + load.answers["keep-alive"]
+    assert both["500 v2 failed"] > 0 and both["200 v1"] > 0.3 * sum(both.values()), dict(both)
     assert serving(settings, app) == {"200 v1"}
     assert not split_held(settings, app)
     description, table = canary_artifact(run)
