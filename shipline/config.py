@@ -111,7 +111,13 @@ class Settings(BaseSettings):
         default=Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
         description="The Debian archive keyring debootstrap checks the mirror's signatures with.",
     )
-    worker_query_seconds: float = Field(default=1.0, gt=0, le=60)
+    worker_query_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often each worker asks Prefect for runs to start: a release waits for its "
+        "worker's next poll twice on the way to PROD (PRE, then PROD), half of this on average each time.",
+    )
     start_timeout_seconds: float = Field(default=120.0, gt=0)
 
     @field_validator("home", mode="after")
