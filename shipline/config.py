@@ -197,6 +197,11 @@ class Settings(BaseSettings):
         return self.home / "run"
 
     @cached_property
+    def flow_starter_socket(self) -> Path:
+        """Where this host's flow starter takes its flow runs' launchers (``shipline.stack.flow_starter``)."""
+        return self.run_dir / "flow-starter.sock"
+
+    @cached_property
     def log_dir(self) -> Path:
         return self.home / "logs"
 

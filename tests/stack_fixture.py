@@ -31,6 +31,7 @@ COMPONENTS = [
     "registrator",
     "logs-agent",
     "web",
+    "flow-starter",
     "worker-ci",
     "worker-pre",
     "worker-prod",

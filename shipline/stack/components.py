@@ -835,13 +835,41 @@ class LogsAgent(ProjectProcess):
 
 
 @dataclass
+class FlowStarter(ProjectProcess):
+    """``shipline.stack.flow_starter``: this host's flow runs forked with Prefect and the flows imported."""
+
+    name: str = "flow-starter"
+    binary: str = "shipline"
+    start_timeout: float = 30.0
+
+    @property
+    def url(self) -> str:
+        return str(self.settings.flow_starter_socket)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "shipline.stack.flow_starter",
+            "serve",
+            str(self.settings.flow_starter_socket),
+        ]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        return (
+            self.logged_since_start("flow starter ready", record)
+            and self.settings.flow_starter_socket.exists()
+        )
+
+
+@dataclass
 class Worker(ProjectProcess):
     """A Prefect process worker serving one environment's work pool."""
 
     pool: str = "ci"
     binary: str = "prefect"
     start_timeout: float = 60.0
-    needs: tuple[str, ...] = ("prefect",)
+    needs: tuple[str, ...] = ("prefect", "flow-starter")
 
     def __post_init__(self) -> None:
         self.name = f"worker-{self.pool}"
@@ -860,6 +888,8 @@ class Worker(ProjectProcess):
             **super().environment(),
             "SHIPLINE_WORKER_POOL": self.pool,
             "SHIPLINE_WORKER_NAME": self.worker_name,
+            # Its flow runs start as children of this host's flow starter (the pools' command).
+            "SHIPLINE_FLOW_STARTER_SOCKET": str(self.settings.flow_starter_socket),
         }
 
     def command(self) -> list[str]:
@@ -920,6 +950,7 @@ def infrastructure(settings: Settings) -> list[Component]:
         RegistratorDaemon(settings),
         LogsAgent(settings),
         WebService(settings),
+        FlowStarter(settings),
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -213,18 +214,43 @@ def provision(settings: Settings, report: Report = print) -> bool:
 
 def _apply_work_pools(pools: list[WorkPoolSpec], report: Report) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         for pool in pools:
+            template = pool_job_template(pool.type)
             try:
-                client.read_work_pool(pool.name)
+                existing = client.read_work_pool(pool.name)
             except ObjectNotFound:
                 client.create_work_pool(
-                    WorkPoolCreate(name=pool.name, type=pool.type, description=pool.description)
+                    WorkPoolCreate(
+                        name=pool.name,
+                        type=pool.type,
+                        description=pool.description,
+                        base_job_template=template,
+                    )
                 )
                 report(f"  prefect      created work pool {pool.name}")
+                continue
+            if template and existing.base_job_template != template:
+                client.update_work_pool(pool.name, WorkPoolUpdate(base_job_template=template))
+                report(f"  prefect      work pool {pool.name}: flow runs start from the flow starter")
+
+
+def pool_job_template(pool_type: str) -> dict[str, Any]:
+    """A process pool's job template, its default command the flow starter's launcher
+    (``shipline.stack.flow_starter``: a run forked with Prefect and the flows already imported; it becomes
+    ``python -m prefect.engine`` where the host runs no starter). Other types: Prefect's own template."""
+    if pool_type != "process":
+        return {}
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = (
+        f"{sys.executable} -m shipline.stack.flow_starter"
+    )
+    return template
 
 
 def _apply_blocks(settings: Settings, report: Report) -> None:

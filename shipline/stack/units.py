@@ -33,7 +33,11 @@ def daemons(role: Role) -> dict[str, list[str]]:
     if role == "edge":
         return {"shipline-discover": ["shipline", "discover"], "shipline-web": ["shipline", "web"]}
     worker = ["prefect", "worker", "start", "--pool", role, "--type", "process", "--name", f"shipline-{role}"]
-    units = {f"shipline-worker-{role}": worker}
+    units = {
+        f"shipline-worker-{role}": worker,
+        # The worker's flow runs start as children of this (shipline.stack.flow_starter): one per host.
+        "shipline-flow-starter": ["shipline.stack.flow_starter", "serve"],
+    }
     if role != "ci":
         units[f"shipline-registrator-{role}"] = ["shipline", "registrator", "--env", role]
         units["shipline-logs-agent"] = ["shipline", "logs", "agent"]
@@ -45,6 +49,7 @@ def render_unit(name: str, arguments: list[str], settings: Settings) -> str:
     variables = {
         **settings.prefect_environment(credentials=False),
         "SHIPLINE_ETCD_CREDENTIALS_FILE": str(settings.etcd_credentials_path),
+        "SHIPLINE_FLOW_STARTER_SOCKET": str(settings.flow_starter_socket),
     }
     environment = "\n".join(f"Environment={key}={value}" for key, value in variables.items())
     return f"""# Written by `shipline units`: {name}

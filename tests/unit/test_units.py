@@ -17,6 +17,7 @@ def test_units_of_every_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     names = sorted(p.name for p in (tmp_path / "units").iterdir())
     assert names == [
         "shipline-discover.service",
+        "shipline-flow-starter.service",
         "shipline-logs-agent.service",
         "shipline-registrator-pre.service",
         "shipline-registrator-prod.service",
@@ -32,6 +33,12 @@ def test_units_of_every_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     # Prefect's credential comes from its 0600 file, never from the world-readable unit text.
     assert f"EnvironmentFile={tmp_path / 'home' / 'credentials' / 'prefect-api.env'}\n" in unit
     assert "AUTH_STRING" not in unit and "ENCRYPTION_KEY" not in unit
+    # A worker's runs start from its host's flow starter, which that host's unit runs.
+    worker = (tmp_path / "units" / "shipline-worker-pre.service").read_text()
+    starter = (tmp_path / "units" / "shipline-flow-starter.service").read_text()
+    socket = tmp_path / "home" / "run" / "flow-starter.sock"
+    assert f"Environment=SHIPLINE_FLOW_STARTER_SOCKET={socket}\n" in worker
+    assert " -m shipline.stack.flow_starter serve\n" in starter
 
 
 def test_an_unknown_role_is_refused(tmp_path: Path) -> None:
