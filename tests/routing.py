@@ -35,9 +35,11 @@ async def routed(stack: Settings, app: str, env: str) -> list[str] | None:
         members = held.get(upstream_name(app, env))
         return None if members is None else sorted(members)
     path = stack.nginx_conf_dir / file_name(app, env)
-    if not path.exists():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:  # never written, or removed now (retired): both mean no route
         return None
-    lines = (line.split() for line in path.read_text().splitlines())
+    lines = (line.split() for line in text.splitlines())
     return sorted(words[1] for words in lines if len(words) > 1 and words[0] == "server" and ":" in words[1])
 
 
