@@ -12,11 +12,23 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from bench import build, canary, discovery, logs, pipeline, rolling, routing, supervision, webhook
+    from bench import (
+        build,
+        canary,
+        deliveries,
+        discovery,
+        logs,
+        pipeline,
+        rolling,
+        routing,
+        supervision,
+        webhook,
+    )
 
     chosen = sys.argv[1:] or [
         "build",
         "pipeline",
+        "deliveries",
         "rolling",
         "canary",
         "discovery",
@@ -28,6 +40,7 @@ def main() -> int:
     benches = (
         ("build", build),
         ("pipeline", pipeline),
+        ("deliveries", deliveries),
         ("rolling", rolling),
         ("canary", canary),
         ("discovery", discovery),
