@@ -3,9 +3,11 @@
 With ``SHIPLINE_ETCD_TLS`` on and no real certificates named, ``up`` generates them once under
 ``SHIPLINE_HOME/etcd-tls`` (keys mode 0600, the directory 0700): a CA, one certificate the members serve
 clients and peers with (names ``localhost`` and the stack's loopback address; server and client use, since a
-member dials its peers), and one certificate Shipline's clients present (client use only). Neither common
-name is an etcd user: with ``--client-cert-auth`` etcd would take a certificate's common name as the user
-of a request that carries no token, and Shipline's clients authenticate with their password as before.
+member dials its peers), and one certificate Shipline's clients present (client use only). The clients'
+certificate has no common name, only an organisation: with ``--client-cert-auth`` etcd takes a common name
+as the user of a request that carries no token, and its HTTP gateway refuses a certificate that has one
+(400, "CommonName of client sending a request against gateway will be ignored"). Shipline's clients
+authenticate with their password as before; the members' common name is no etcd user.
 
 The ``cryptography`` package makes them where it is installed, else the ``openssl`` program; real
 certificates (``SHIPLINE_ETCD_CA_FILE``/``CERT_FILE``/``KEY_FILE``) are never touched.
@@ -28,7 +30,7 @@ from shipline.programs import find_program
 VALID_DAYS = 3650
 CA_NAME = "Shipline etcd CA"
 MEMBER_NAME = "shipline-etcd-member"
-CLIENT_NAME = "shipline-etcd-client"
+CLIENT_ORGANIZATION = "Shipline etcd clients"
 
 
 def ensure_etcd_tls(settings: Settings, *, use_openssl: bool | None = None) -> EtcdTlsFiles | None:
@@ -92,6 +94,8 @@ def _with_cryptography(directory: Path, host: str) -> None:
     now = datetime.datetime.now(datetime.UTC)
 
     def name(common: str) -> x509.Name:
+        if common == CLIENT_ORGANIZATION:
+            return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, common)])
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
     def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -150,7 +154,7 @@ def _with_cryptography(directory: Path, host: str) -> None:
 
     both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     member_cert, member_key = issue(MEMBER_NAME, both, names=True)
-    client_cert, client_key = issue(CLIENT_NAME, [ExtendedKeyUsageOID.CLIENT_AUTH], names=False)
+    client_cert, client_key = issue(CLIENT_ORGANIZATION, [ExtendedKeyUsageOID.CLIENT_AUTH], names=False)
     # Keys first and the CA last: a half-made directory (the process killed) lacks a file and is made again.
     _write(directory / "member.key", member_key, secret=True)
     _write(directory / "client.key", client_key, secret=True)
@@ -195,11 +199,11 @@ def _with_openssl(directory: Path, host: str) -> None:
             f"subjectAltName=DNS:localhost,IP:{host}\n",
             "client": "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n",
         }
-        for stem, common in (("member", MEMBER_NAME), ("client", CLIENT_NAME)):
+        for stem, subject in (("member", f"/CN={MEMBER_NAME}"), ("client", f"/O={CLIENT_ORGANIZATION}")):
             private = key(stem)
             request = str(work / f"{stem}.csr")
             (work / f"{stem}.ext").write_text(extensions[stem])
-            run("req", "-new", "-key", private, "-subj", f"/CN={common}", "-out", request)
+            run("req", "-new", "-key", private, "-subj", subject, "-out", request)
             run("x509", "-req", "-in", request, "-CA", str(work / "ca.crt"), "-CAkey", ca_key,
                 "-CAcreateserial", "-days", days, "-sha256", "-extfile", str(work / f"{stem}.ext"),
                 "-out", str(work / f"{stem}.crt"))  # fmt: skip

@@ -14,7 +14,7 @@ from shipline.stack.etcd_tls import ensure_etcd_tls
 
 
 def test_one_plain_member_by_default(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path)
+    settings = Settings(home=tmp_path, etcd_port=2379, etcd_peer_port=2380)
     (member,) = etcd_members(settings)
     assert (member.name, member.url, settings.etcd_url) == (
         "etcd",
@@ -49,7 +49,7 @@ def test_three_members_on_derived_ports_each_knowing_the_others(tmp_path: Path) 
 
 
 def test_tls_members_serve_and_want_certificates_of_the_stack_ca(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, etcd_members=3, etcd_tls=True)
+    settings = Settings(home=tmp_path, etcd_port=2379, etcd_peer_port=2380, etcd_members=3, etcd_tls=True)
     command = Etcd(settings, member=2).command()
     tls = settings.etcd_tls_dir
     for flag in (
@@ -86,7 +86,10 @@ def test_real_certificates_serve_members_and_clients_alike(
     ("variables", "expected"),
     [
         ({"SHIPLINE_ETCD_MEMBERS": "2"}, "2 is not 1, 3, 5 or 7 etcd members"),
-        ({"SHIPLINE_ETCD_MEMBERS": "3", "SHIPLINE_ETCD_PORT": "4196"}, "are both 4200"),
+        (
+            {"SHIPLINE_ETCD_MEMBERS": "3", "SHIPLINE_ETCD_PORT": "4196", "SHIPLINE_PREFECT_PORT": "4200"},
+            "are both 4200",
+        ),
         (
             {"SHIPLINE_ETCD_MEMBERS": "7", "SHIPLINE_ETCD_PEER_PORT": "65530"},
             "would be 65536, not a TCP port",
@@ -142,12 +145,16 @@ def test_the_stack_makes_a_ca_and_certificates_that_verify(tmp_path: Path, use_o
         check=True,
     ).stdout
     assert "DNS:localhost" in text and "IP Address:127.0.0.1" in text
-    # Neither common name is an etcd user: a certificate alone never authenticates as root or Shipline.
-    for certificate in (member.cert, client.cert):
-        subject = subprocess.run(
+    # No common name is an etcd user (a certificate alone never authenticates as root or Shipline), and the
+    # clients' has none: etcd's HTTP gateway refuses a client certificate with one.
+    subjects = [
+        subprocess.run(
             ["openssl", "x509", "-noout", "-subject", "-in", str(certificate)], capture_output=True, text=True
         ).stdout
-        assert "root" not in subject and "= shipline\n" not in subject
+        for certificate in (member.cert, client.cert)
+    ]
+    assert "CN" in subjects[0] and "root" not in subjects[0] and "= shipline\n" not in subjects[0]
+    assert "CN" not in subjects[1] and "O" in subjects[1]
     context = ssl.create_default_context(cafile=str(client.ca))
     context.load_cert_chain(str(client.cert), str(client.key))  # the pair belongs together
     before = member.cert.read_bytes()
