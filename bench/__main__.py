@@ -12,7 +12,18 @@ def main() -> int:
     settings = load_settings()
     for key, value in settings.prefect_environment().items():
         os.environ.setdefault(key, value)
-    from bench import build, canary, discovery, logs, pipeline, rolling, routing, supervision, webhook
+    from bench import (
+        build,
+        canary,
+        discovery,
+        etcd_failover,
+        logs,
+        pipeline,
+        rolling,
+        routing,
+        supervision,
+        webhook,
+    )
 
     chosen = sys.argv[1:] or [
         "build",
@@ -22,6 +33,7 @@ def main() -> int:
         "discovery",
         "routing",
         "supervision",
+        "etcd_failover",
         "webhook",
         "logs",
     ]
@@ -33,6 +45,7 @@ def main() -> int:
         ("discovery", discovery),
         ("routing", routing),
         ("supervision", supervision),
+        ("etcd_failover", etcd_failover),
         ("webhook", webhook),
         ("logs", logs),
     )
