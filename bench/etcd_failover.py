@@ -29,7 +29,7 @@ from shipline.etcd_client import connect, read_credentials
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
 
-ROUNDS = 3
+ROUNDS = 5
 INTERVAL = 0.05
 AFTER_KILL = 7.0
 """Seconds of puts after a kill: longer than a request's timeout, so that every put in flight ends."""

@@ -388,6 +388,13 @@ class Settings(BaseSettings):
             ca=directory / "ca.crt", cert=directory / "member.crt", key=directory / "member.key"
         )
 
+    def etcdctl_arguments(self) -> list[str]:
+        """etcdctl's flags to reach the stack's etcd: every member, and the TLS files when it has TLS."""
+        arguments = [f"--endpoints={self.etcd_url}"]
+        if (files := self.etcd_tls_files) is not None:
+            arguments += [f"--cacert={files.ca}", f"--cert={files.cert}", f"--key={files.key}"]
+        return arguments
+
     def etcd_environment(self) -> dict[str, str]:
         """The etcd settings another process needs to reach the same cluster (none by default)."""
         environment: dict[str, str] = {}

@@ -7,8 +7,11 @@ process read the stack's credentials file); the Docker Engine and the registry a
 
 import asyncio
 import os
+import shlex
+import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aetcd
@@ -156,6 +159,38 @@ async def test_clients_without_tls_a_certificate_or_a_password_are_refused(whole
     async with connect(whole.etcd_url, credentials=credentials, tls=files) as client:
         await client.put(b"/shipline/test/cluster", b"over tls")
         assert (await client.get(b"/shipline/test/cluster")).value == b"over tls"
+
+
+def test_etcdctl_reaches_the_cluster_with_the_stack_flags(whole: Settings) -> None:
+    etcdctl = shutil.which("etcdctl")
+    assert etcdctl is not None, "etcdctl comes with etcd (make install)"
+    sourced = f'set -a; . "{whole.etcd_credentials_path}"; set +a; "{etcdctl}" '
+    flags = " ".join(shlex.quote(flag) for flag in whole.etcdctl_arguments())
+    bare = {"PATH": os.environ["PATH"]}
+    written = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"{sourced}{flags} put /shipline/test/etcdctl yes && {sourced}{flags} get /shipline/test/etcdctl",
+        ],
+        env=bare,
+        capture_output=True,
+        text=True,
+    )
+    assert written.returncode == 0 and written.stdout.splitlines()[-1] == "yes", written.stderr
+    # Without the client certificate (the CA only) the TLS handshake fails: no member answers.
+    endpoints, ca = whole.etcdctl_arguments()[:2]
+    refused = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"{sourced}{shlex.quote(endpoints)} {shlex.quote(ca)} --dial-timeout=2s get /shipline/x",
+        ],
+        env=bare,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0
 
 
 @pytest.mark.parametrize("victim", ["a follower", "the leader"])

@@ -11,6 +11,7 @@ from shipline.errors import ConfigError
 from shipline.etcd_client import _target, parse_endpoints
 from shipline.stack.components import Etcd, etcd_members, infrastructure
 from shipline.stack.etcd_tls import ensure_etcd_tls
+from shipline.stack.units import render_unit
 
 
 def test_one_plain_member_by_default(tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_one_plain_member_by_default(tmp_path: Path) -> None:
     command = member.command()
     assert f"--data-dir={tmp_path / 'etcd'}" in command
     assert "--initial-cluster=shipline=http://127.0.0.1:2380" in command
-    assert not any(flag.startswith(("--cert-file", "--client-cert-auth")) for flag in command)
+    assert not any(flag.startswith(("--cert-file", "--client-cert-auth", "--election")) for flag in command)
 
 
 def test_three_members_on_derived_ports_each_knowing_the_others(tmp_path: Path) -> None:
@@ -40,6 +41,7 @@ def test_three_members_on_derived_ports_each_knowing_the_others(tmp_path: Path) 
     )
     for member in members:
         assert cluster in member.command()
+        assert "--election-timeout=500" in member.command()  # a leader's death is noticed within 1 s
     second = members[1].command()
     assert "--listen-peer-urls=http://127.0.0.1:2582" in second
     assert "--advertise-client-urls=http://127.0.0.1:2581" in second
@@ -160,3 +162,27 @@ def test_the_stack_makes_a_ca_and_certificates_that_verify(tmp_path: Path, use_o
     before = member.cert.read_bytes()
     ensure_etcd_tls(settings, use_openssl=use_openssl)
     assert member.cert.read_bytes() == before, "made once: a second up keeps them"
+
+
+def test_units_and_etcdctl_reach_every_member_with_the_tls_files(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, etcd_port=2379, etcd_peer_port=2380, etcd_members=3, etcd_tls=True)
+    tls = settings.etcd_tls_dir
+    assert settings.etcdctl_arguments() == [
+        "--endpoints=https://127.0.0.1:2379,https://127.0.0.1:2381,https://127.0.0.1:2383",
+        f"--cacert={tls / 'ca.crt'}",
+        f"--cert={tls / 'client.crt'}",
+        f"--key={tls / 'client.key'}",
+    ]
+    unit = render_unit("shipline-discover", ["shipline", "discover"], settings)
+    for line in (
+        "Environment=SHIPLINE_ETCD_MEMBERS=3\n",
+        "Environment=SHIPLINE_ETCD_TLS=true\n",
+        f"Environment=SHIPLINE_ETCD_CA_FILE={tls / 'ca.crt'}\n",
+        f"Environment=SHIPLINE_ETCD_KEY_FILE={tls / 'client.key'}\n",
+    ):
+        assert line in unit
+    plain = render_unit("shipline-discover", ["shipline", "discover"], Settings(home=tmp_path))
+    assert "SHIPLINE_ETCD_MEMBERS" not in plain and "SHIPLINE_ETCD_TLS" not in plain
+    assert Settings(home=tmp_path, etcd_port=2379).etcdctl_arguments() == [
+        "--endpoints=http://127.0.0.1:2379"
+    ]
