@@ -9,7 +9,9 @@ A client is given every member's URL (``http://a:2379,http://b:2379,…``, etcdc
 one gRPC channel holds a connection to each member (``round_robin``), so when a member dies or loses its
 leadership the next request goes to another. aetcd opens an insecure channel only: ``_Client`` opens a TLS
 one (``grpc.aio.secure_channel``, the CA, this host's certificate and key) when the URLs are ``https``. Every
-member's certificate must name the first URL's host: one channel checks one name.
+member's certificate must name the first URL's host: one channel checks one name. etcd's simple auth
+tokens go through raft, so a token works on every member, and the token keeper's reads, spread over the
+members, keep it alive on each.
 """
 
 from __future__ import annotations
