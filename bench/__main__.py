@@ -17,6 +17,7 @@ def main() -> int:
         canary,
         deliveries,
         discovery,
+        etcd_failover,
         logs,
         pipeline,
         rolling,
@@ -34,6 +35,7 @@ def main() -> int:
         "discovery",
         "routing",
         "supervision",
+        "etcd_failover",
         "webhook",
         "logs",
     ]
@@ -46,6 +48,7 @@ def main() -> int:
         ("discovery", discovery),
         ("routing", routing),
         ("supervision", supervision),
+        ("etcd_failover", etcd_failover),
         ("webhook", webhook),
         ("logs", logs),
     )

@@ -39,7 +39,7 @@ import httpx
 from shipline.config import Settings
 from shipline.discovery.instances import retired_key
 from shipline.discovery.routes import Mode, lua_available, running_mode
-from shipline.etcd_client import read_credentials
+from shipline.etcd_client import http_tls, read_credentials
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
 from tests.images import free_ports
@@ -96,13 +96,16 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         headers = {}
+        member = settings.etcd_client_urls[0]  # the gateway of the first member (TLS where etcd has it)
+        verify = http_tls(settings.etcd_tls_files)
         credentials = read_credentials(settings.etcd_credentials_path)
         if credentials is not None:  # etcd answers only its users: a token of Shipline's in every request
             login = {"name": credentials.user, "password": credentials.password.get_secret_value()}
-            answer = httpx.post(f"{settings.etcd_url}/v3/auth/authenticate", json=login, trust_env=False)
+            answer = httpx.post(f"{member}/v3/auth/authenticate", json=login, trust_env=False, verify=verify)
             headers["Authorization"] = str(answer.raise_for_status().json()["token"])
         self.client = httpx.AsyncClient(
-            base_url=settings.etcd_url,
+            base_url=member,
+            verify=verify,
             headers=headers,
             trust_env=False,
             limits=httpx.Limits(max_connections=16),
@@ -152,12 +155,19 @@ class Private:
 
     def __init__(self, main: Settings, mode: Mode, home: Path) -> None:
         nginx_port, discover_port = free_ports(2)
+        files = main.etcd_tls_files
         self.settings = Settings(
             home=home,
             nginx_port=nginx_port,
             discover_port=discover_port,
             nginx_mode=mode,
             etcd_port=main.etcd_port,
+            etcd_peer_port=main.etcd_peer_port,
+            etcd_members=main.etcd_members,
+            etcd_tls=main.etcd_tls,
+            etcd_ca_file=files.ca if files else None,  # the stack's certificates, wherever they are
+            etcd_cert_file=files.cert if files else None,
+            etcd_key_file=files.key if files else None,
             etcd_credentials_file=main.etcd_credentials_path,
             docker_socket=main.docker_socket,
         )
@@ -172,7 +182,9 @@ class Private:
             "SHIPLINE_DISCOVER_PORT": str(s.discover_port),
             "SHIPLINE_NGINX_MODE": s.nginx_mode,
             "SHIPLINE_ETCD_PORT": str(s.etcd_port),
+            "SHIPLINE_ETCD_PEER_PORT": str(s.etcd_peer_port),
             "SHIPLINE_ETCD_CREDENTIALS_FILE": str(s.etcd_credentials_path),
+            **s.etcd_environment(),
         }
         s.log_dir.mkdir(parents=True, exist_ok=True)
         with (s.log_dir / "discover.log").open("ab") as log:

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import re
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -42,8 +43,18 @@ UNRESPONSIVE_AFTER_SECONDS = 90
 """A running flow run silent for this long (its worker or host died) is marked Crashed."""
 
 Port = int
+MEMBER_COUNTS = (1, 3, 5, 7)
 ARCHIVE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/+-]*)?")
 """A Debian archive's URL as the settings accept it: it goes into apt sources, so no spaces or options."""
+
+
+@dataclass(frozen=True)
+class EtcdTlsFiles:
+    """PEM files of etcd's TLS: the CA, and one certificate (server and client) with its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
 
 
 class Settings(BaseSettings):
@@ -60,6 +71,25 @@ class Settings(BaseSettings):
     prefect_port: Port = 4200
     etcd_port: Port = 2379
     etcd_peer_port: Port = 2380
+    etcd_members: int = Field(
+        default=1,
+        description="etcd members the stack runs on loopback: 1, or an odd number up to 7 for a cluster. "
+        "Member i (from 0) listens on etcd_port + 2i (clients) and etcd_peer_port + 2i (peers); every "
+        "client is given every member's URL.",
+    )
+    etcd_tls: bool = Field(
+        default=False,
+        description="TLS between etcd members and for every client (client certificates required). The "
+        "stack generates a CA and certificates under home unless etcd_ca_file/cert_file/key_file name "
+        "real ones.",
+    )
+    etcd_ca_file: Path | None = Field(default=None, description="CA that signed every etcd certificate.")
+    etcd_cert_file: Path | None = Field(
+        default=None,
+        description="This host's certificate, valid as server and as client (etcd members and Shipline "
+        "clients both use it).",
+    )
+    etcd_key_file: Path | None = Field(default=None, description="The private key of etcd_cert_file.")
     etcd_credentials_file: Path | None = Field(
         default=None,
         description="etcd's Shipline user and password (ETCDCTL_USER=shipline:..., mode 0600), written once "
@@ -125,10 +155,18 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("etcd_credentials_file", mode="after")
+    @field_validator("etcd_credentials_file", "etcd_ca_file", "etcd_cert_file", "etcd_key_file", mode="after")
     @classmethod
     def _expand_credentials(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("etcd_members")
+    @classmethod
+    def _odd_members(cls, value: int) -> int:
+        # An even cluster tolerates no more failures than the odd one below it, and needs more for quorum.
+        if value not in MEMBER_COUNTS:
+            raise ValueError(f"{value} is not 1, 3, 5 or 7 etcd members")
+        return value
 
     @field_validator("host")
     @classmethod
@@ -173,11 +211,26 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _real_certificates_all_or_none(self) -> Settings:
+        given = [self.etcd_ca_file, self.etcd_cert_file, self.etcd_key_file]
+        if any(given) and not all(given):
+            raise ValueError(
+                "SHIPLINE_ETCD_CA_FILE, SHIPLINE_ETCD_CERT_FILE and SHIPLINE_ETCD_KEY_FILE go together: "
+                "name all three, or none for the certificates the stack generates"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         ports = {
             "prefect_port": self.prefect_port,
             "etcd_port": self.etcd_port,
             "etcd_peer_port": self.etcd_peer_port,
+            **{
+                f"etcd member {index + 1}'s {kind} port": base + 2 * index
+                for index in range(1, self.etcd_members)
+                for kind, base in (("client", self.etcd_port), ("peer", self.etcd_peer_port))
+            },
             "registry_port": self.registry_port,
             "nginx_port": self.nginx_port,
             "discover_port": self.discover_port,
@@ -186,6 +239,8 @@ class Settings(BaseSettings):
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{name} would be {port}, not a TCP port")
             if port in seen:
                 raise ValueError(f"{name} and {seen[port]} are both {port}")
             seen[port] = name
@@ -286,8 +341,73 @@ class Settings(BaseSettings):
         return f"{self.prefect_url}/api"
 
     @property
+    def etcd_scheme(self) -> str:
+        return "https" if self.etcd_tls else "http"
+
+    @property
+    def etcd_client_urls(self) -> list[str]:
+        """Each member's client URL, the first member's first."""
+        return [
+            f"{self.etcd_scheme}://{self.host}:{self.etcd_port + 2 * i}" for i in range(self.etcd_members)
+        ]
+
+    @property
     def etcd_url(self) -> str:
-        return f"http://{self.host}:{self.etcd_port}"
+        """Every member's client URL, comma-separated: what clients are given (etcdctl's ``--endpoints``)."""
+        return ",".join(self.etcd_client_urls)
+
+    @cached_property
+    def etcd_tls_dir(self) -> Path:
+        """The CA and certificates the stack generates when etcd speaks TLS and none are named."""
+        return self.home / "etcd-tls"
+
+    @property
+    def etcd_generates_tls(self) -> bool:
+        """True when the stack makes etcd's CA and certificates itself (TLS on, no real ones named)."""
+        return self.etcd_tls and self.etcd_ca_file is None
+
+    @property
+    def etcd_tls_files(self) -> EtcdTlsFiles | None:
+        """What Shipline's clients present and trust; None when etcd speaks plain gRPC."""
+        if not self.etcd_tls:
+            return None
+        if self.etcd_ca_file and self.etcd_cert_file and self.etcd_key_file:
+            return EtcdTlsFiles(ca=self.etcd_ca_file, cert=self.etcd_cert_file, key=self.etcd_key_file)
+        directory = self.etcd_tls_dir
+        return EtcdTlsFiles(
+            ca=directory / "ca.crt", cert=directory / "client.crt", key=directory / "client.key"
+        )
+
+    @property
+    def etcd_member_tls_files(self) -> EtcdTlsFiles | None:
+        """What the stack's etcd members serve clients and peers with; None without TLS."""
+        if not self.etcd_generates_tls:
+            return self.etcd_tls_files
+        directory = self.etcd_tls_dir
+        return EtcdTlsFiles(
+            ca=directory / "ca.crt", cert=directory / "member.crt", key=directory / "member.key"
+        )
+
+    def etcdctl_arguments(self) -> list[str]:
+        """etcdctl's flags to reach the stack's etcd: every member, and the TLS files when it has TLS."""
+        arguments = [f"--endpoints={self.etcd_url}"]
+        if (files := self.etcd_tls_files) is not None:
+            arguments += [f"--cacert={files.ca}", f"--cert={files.cert}", f"--key={files.key}"]
+        return arguments
+
+    def etcd_environment(self) -> dict[str, str]:
+        """The etcd settings another process needs to reach the same cluster (none by default)."""
+        environment: dict[str, str] = {}
+        if self.etcd_members != 1:
+            environment["SHIPLINE_ETCD_MEMBERS"] = str(self.etcd_members)
+        if (files := self.etcd_tls_files) is not None:
+            environment |= {
+                "SHIPLINE_ETCD_TLS": "true",
+                "SHIPLINE_ETCD_CA_FILE": str(files.ca),
+                "SHIPLINE_ETCD_CERT_FILE": str(files.cert),
+                "SHIPLINE_ETCD_KEY_FILE": str(files.key),
+            }
+        return environment
 
     @cached_property
     def etcd_credentials_path(self) -> Path:

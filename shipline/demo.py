@@ -55,7 +55,7 @@ def main() -> int:
     print("  in the shell    .venv/bin/shipline logs search 'GET /version' --app hello-python --since 1h")
     print(
         f"  etcd            (set -a; . {settings.etcd_credentials_path}; "
-        f"etcdctl --endpoints {settings.etcd_url} get --prefix /shipline/)"
+        f"etcdctl {' '.join(settings.etcdctl_arguments())} get --prefix /shipline/)"
     )
     print(f"  logs and state  {settings.home}")
     print("  stop            .venv/bin/shipline down")

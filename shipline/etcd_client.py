@@ -5,20 +5,32 @@ as the ``shipline`` user whose password ``up`` wrote once into a file of mode 06
 (``Settings.etcd_credentials_path``), in etcdctl's own form (``ETCDCTL_USER=shipline:…``) so that an operator
 can source it. The password never leaves that file but to authenticate; it is never logged.
 
-aetcd speaks plain gRPC only (it opens an insecure channel), so a TLS connection to etcd members on other
-hosts needs another client: today every host reaches one endpoint on loopback or a trusted link.
+A client is given every member's URL (``http://a:2379,http://b:2379,…``, etcdctl's ``--endpoints`` form):
+one gRPC channel holds a connection to each member (``round_robin``), so when a member dies or loses its
+leadership the next request goes to another. aetcd opens an insecure channel only: ``_Client`` opens a TLS
+one (``grpc.aio.secure_channel``, the CA, this host's certificate and key) when the URLs are ``https``. Every
+member's certificate must name the first URL's host: one channel checks one name. etcd's simple auth
+tokens go through raft, so a token works on every member, and the token keeper's reads, spread over the
+members, keep it alive on each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aetcd
+import grpc
+from aetcd import rpc, watcher
+from aetcd.client import _handle_errors
 from aetcd.exceptions import (
     ClientError,
     ConnectionFailedError,
@@ -28,6 +40,7 @@ from aetcd.exceptions import (
 )
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from shipline.config import EtcdTlsFiles
 from shipline.errors import ConfigError, ServiceUnavailableError
 
 CREDENTIALS_VARIABLE = "ETCDCTL_USER"
@@ -95,28 +108,180 @@ def shipline_credentials() -> tuple[EtcdCredentials | None, Path]:
     return read_credentials(path), path
 
 
-def _client(url: str, timeout: float, credentials: EtcdCredentials | None) -> aetcd.Client:
-    parts = urlsplit(url)
-    return aetcd.Client(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 2379,
+class Endpoint(BaseModel):
+    """One member's client address."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scheme: str
+    host: str
+    port: int
+
+
+def parse_endpoints(url: str) -> list[Endpoint]:
+    """The members of ``url`` (``http[s]://host:port``, several comma-separated).
+
+    Raises:
+        ConfigError: a URL is not ``http://`` or ``https://`` with a host, or the schemes differ.
+    """
+    found = []
+    for part in (piece.strip() for piece in url.split(",")):
+        parts = urlsplit(part)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(
+                f"etcd endpoint {part!r} is not an http:// or https:// URL with a host",
+                hint="give each etcd member as http://HOST:PORT (https:// with TLS), comma-separated",
+            )
+        found.append(Endpoint(scheme=parts.scheme, host=parts.hostname, port=parts.port or 2379))
+    if len({endpoint.scheme for endpoint in found}) > 1:
+        raise ConfigError(
+            f"etcd endpoints {url} mix http:// and https://",
+            hint="every member speaks TLS or none does (SHIPLINE_ETCD_TLS)",
+        )
+    return found
+
+
+def _address(host: str) -> str:
+    """An IP literal for ``host`` (resolved once when it is a name), bracketed when IPv6."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = ipaddress.ip_address(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _target(endpoints: list[Endpoint]) -> str:
+    """gRPC's target: ``host:port`` for one member, else the ``ipv4:``/``ipv6:`` list of every member."""
+    if len(endpoints) == 1:
+        return f"{endpoints[0].host}:{endpoints[0].port}"
+    addresses = [f"{_address(endpoint.host)}:{endpoint.port}" for endpoint in endpoints]
+    scheme = "ipv6" if addresses[0].startswith("[") else "ipv4"
+    if any(address.startswith("[") != (scheme == "ipv6") for address in addresses):
+        raise ConfigError(
+            "etcd endpoints mix IPv4 and IPv6 addresses",
+            hint="give every etcd member by addresses of one family",
+        )
+    return f"{scheme}:{','.join(addresses)}"
+
+
+def read_tls(files: EtcdTlsFiles) -> grpc.ChannelCredentials:
+    """gRPC's TLS credentials from the CA, certificate and key files.
+
+    Raises:
+        ConfigError: a file cannot be read.
+    """
+    try:
+        ca, cert, key = (path.read_bytes() for path in (files.ca, files.cert, files.key))
+    except OSError as exc:
+        raise ConfigError(
+            f"etcd's TLS file {exc.filename} cannot be read: {exc.strerror}",
+            hint="shipline up generates them under SHIPLINE_HOME/etcd-tls; on another host copy them, or "
+            "name real ones with SHIPLINE_ETCD_CA_FILE, SHIPLINE_ETCD_CERT_FILE and SHIPLINE_ETCD_KEY_FILE",
+        ) from exc
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def http_tls(files: EtcdTlsFiles | None) -> ssl.SSLContext | bool:
+    """What an HTTP client of etcd's gateway verifies with (``httpx``'s ``verify``): TLS with this host's
+    certificate, or the default when etcd speaks plain HTTP."""
+    if files is None:
+        return True
+    context = ssl.create_default_context(cafile=str(files.ca))
+    context.load_cert_chain(str(files.cert), str(files.key))
+    return context
+
+
+class _Client(aetcd.Client):
+    """aetcd's client on one channel to every member, over TLS when ``credentials`` are given."""
+
+    _is_connecting: bool
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        *,
+        credentials: grpc.ChannelCredentials | None,
+        options: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(host=endpoints[0].host, port=endpoints[0].port, options=options, **kwargs)
+        self._target = _target(endpoints)
+        self._channel_credentials = credentials
+
+    @_handle_errors
+    async def connect(self) -> None:
+        """aetcd's ``connect``, on a channel of Shipline's (TLS, several members)."""
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            options = list(self._options.items())
+            if self._channel_credentials is None:
+                self.channel = grpc.aio.insecure_channel(self._target, options=options)
+            else:
+                self.channel = grpc.aio.secure_channel(
+                    self._target, self._channel_credentials, options=options
+                )
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(self.channel)
+                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+                reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", reply.token),)
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = watcher.Watcher(
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+def _client(
+    url: str, timeout: float, credentials: EtcdCredentials | None, tls: EtcdTlsFiles | None
+) -> aetcd.Client:
+    endpoints = parse_endpoints(url)
+    secure = endpoints[0].scheme == "https"
+    options: dict[str, Any] = dict(CHANNEL_OPTIONS)
+    if len(endpoints) > 1:
+        # A connection to every member; a request goes to one that answers, so a member's death costs only
+        # the requests in flight on it.
+        options["grpc.lb_policy_name"] = "round_robin"
+        if secure:
+            options["grpc.ssl_target_name_override"] = endpoints[0].host
+    if secure and tls is None:
+        raise ConfigError(
+            f"etcd at {url} speaks TLS and this process has no certificate for it",
+            hint="set SHIPLINE_ETCD_TLS=true (certificates under SHIPLINE_HOME/etcd-tls), or name them with "
+            "SHIPLINE_ETCD_CA_FILE, SHIPLINE_ETCD_CERT_FILE and SHIPLINE_ETCD_KEY_FILE",
+        )
+    return _Client(
+        endpoints,
+        credentials=read_tls(tls) if secure and tls is not None else None,
         username=credentials.user if credentials else None,
         password=credentials.password.get_secret_value() if credentials else None,
         timeout=timeout,
-        options=CHANNEL_OPTIONS,
+        options=options,
     )
 
 
-async def _open(url: str, timeout: float, credentials: EtcdCredentials | None) -> aetcd.Client:
+async def _open(
+    url: str, timeout: float, credentials: EtcdCredentials | None, tls: EtcdTlsFiles | None
+) -> aetcd.Client:
     """A connected client; anonymous when the etcd has no authentication (it answers anyone then)."""
-    client = _client(url, timeout, credentials)
+    client = _client(url, timeout, credentials, tls)
     try:
         await client.connect()
     except PreconditionFailedError as exc:
         await client.close()
         if "authentication is not enabled" not in str(exc):
             raise
-        client = _client(url, timeout, None)
+        client = _client(url, timeout, None, tls)
         await client.connect()
     except BaseException:
         await client.close()
@@ -137,27 +302,34 @@ async def connect(
     *,
     timeout: float = 5.0,
     credentials: EtcdCredentials | None = None,
+    tls: EtcdTlsFiles | None = None,
     token_refresh_seconds: float = TOKEN_REFRESH_SECONDS,
 ) -> AsyncIterator[aetcd.Client]:
     """An aetcd client for the etcd at ``url`` (``http://host:port``), authenticated as Shipline's user.
 
     Args:
-        url: etcd's client URL.
+        url: etcd's client URL, or every member's, comma-separated.
         timeout: Seconds for each request.
         credentials: Whom to connect as; default: the file of this process's settings
             (``SHIPLINE_ETCD_CREDENTIALS_FILE``, else ``credentials/etcd.env`` under ``SHIPLINE_HOME``).
+        tls: The CA, certificate and key for ``https`` URLs; default: this process's settings'.
         token_refresh_seconds: How often an idle client renews its auth token.
 
     Raises:
         ServiceUnavailableError: if etcd does not answer.
-        ConfigError: if etcd refuses the credentials, or there are none and etcd wants some.
+        ConfigError: if etcd refuses the credentials, or there are none and etcd wants some; if the URLs
+            are invalid, or ``https`` without TLS files.
     """
     source: Path | None = None
     if credentials is None:
         credentials, source = shipline_credentials()
+    if tls is None and "https://" in url:
+        from shipline.config import load_settings
+
+        tls = load_settings().etcd_tls_files
     keeper: asyncio.Task[None] | None = None
     try:
-        client = await _open(url, timeout, credentials)
+        client = await _open(url, timeout, credentials, tls)
         try:
             if client.metadata:  # authenticated: keep the token while the caller holds the client
                 keeper = asyncio.create_task(_keep_token(client, token_refresh_seconds))

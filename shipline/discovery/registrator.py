@@ -3,7 +3,9 @@
 1. A container labelled ``shipline.app/env/port`` starts → once ``http://{ip}:{port}{shipline.health}``
    answers, its key ``/{APP}_{ENV}/{IP}-{PORT}`` is put on this registrator's lease.
 2. The lease (TTL 10 s by default) is kept alive by heartbeats every TTL/3: if the host or the
-   registrator dies, its keys expire within the TTL.
+   registrator dies, its keys expire within the TTL. A refresh or the clearances' watch broken by one etcd
+   member's death (or a leader election) is retried at once on another member while the lease lives: the
+   same lease, the keys never leave etcd.
 3. ``kill`` and ``stop`` delete the key at once — Docker reports them before the app stops answering, so
    nginx stops sending it traffic while it still drains — and ``die`` does too.
 4. At start and after any etcd outage: a new lease, every healthy running instance registered again, and
@@ -29,7 +31,7 @@ from typing import Any
 
 import aetcd
 import docker
-from aetcd.exceptions import ClientError
+from aetcd.exceptions import ClientError, RevisionCompactedError
 
 from shipline.discovery.instances import (
     CLEARED,
@@ -56,6 +58,9 @@ LABELS = ("shipline.app", "shipline.env", "shipline.port")
 RELEASE_LABEL = "shipline.release"
 CLEARED_HEALTH_SECONDS = 30.0
 """How long a newly cleared release's containers are given to answer their health path."""
+KEEPALIVE_RETRY_SECONDS = 0.2
+"""How soon a failed lease refresh is tried again (an etcd cluster elects a new leader within about 1 s)."""
+WATCH_RETRY_SECONDS = 0.2
 
 
 def instance_of(labels: dict[str, str], ip: str) -> Instance | None:
@@ -158,30 +163,58 @@ class Registrator:
     async def _watch_clearances(
         self, etcd: aetcd.Client, lease: aetcd.Lease, client: docker.DockerClient, revision: int
     ) -> None:
-        """Follow clearances from ``revision`` + 1: a new one registers its release's healthy containers."""
-        watch = await etcd.watch_prefix(CLEARED.encode(), start_revision=revision + 1)
-        try:
-            async for event in watch:
-                cleared = parse_cleared_key(event.kv.key.decode())
-                if cleared is None:
-                    continue
-                if str(event.kind) == "DELETE":
-                    self.cleared.discard(cleared)
-                    continue
-                self.cleared.add(cleared)
-                app, env, release = cleared
-                candidates = [
-                    (i, health, labels)
-                    for i, health, labels in await asyncio.to_thread(self._running, client)
-                    if (i.app, i.env, labels.get(RELEASE_LABEL)) == (app, env, str(release))
-                ]
-                log.info(
-                    "release %s of %s in %s cleared: %d instance(s) here", release, app, env, len(candidates)
-                )
-                await self._register_healthy(etcd, lease, candidates, CLEARED_HEALTH_SECONDS)
-        finally:
-            with contextlib.suppress(ClientError, RuntimeError):
-                await watch.cancel()
+        """Follow clearances from ``revision`` + 1: a new one registers its release's healthy containers.
+
+        A watch broken by its member's death is opened again from the last revision seen (the channel
+        reaches another member), for as long as the lease lives; past that, or on a compacted revision,
+        it raises and the run loop starts over.
+        """
+        broken_since: float | None = None
+        while True:
+            try:
+                watch = await etcd.watch_prefix(CLEARED.encode(), start_revision=revision + 1)
+            except RevisionCompactedError:
+                raise
+            except ClientError as exc:
+                broken_since = broken_since or time.monotonic()
+                if time.monotonic() - broken_since > self.ttl:
+                    raise
+                log.warning("the watch of clearances broke (%s): watching again", type(exc).__name__)
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
+                continue
+            broken_since = None
+            try:
+                async for event in watch:
+                    revision = max(revision, int(event.kv.mod_revision))
+                    await self._clearance(event, etcd, lease, client)
+                return
+            except RevisionCompactedError:
+                raise
+            except ClientError as exc:
+                broken_since = time.monotonic()
+                log.warning("the watch of clearances broke (%s): watching again", type(exc).__name__)
+            finally:
+                with contextlib.suppress(ClientError, RuntimeError):
+                    await watch.cancel()
+
+    async def _clearance(
+        self, event: Any, etcd: aetcd.Client, lease: aetcd.Lease, client: docker.DockerClient
+    ) -> None:
+        cleared = parse_cleared_key(event.kv.key.decode())
+        if cleared is None:
+            return
+        if str(event.kind) == "DELETE":
+            self.cleared.discard(cleared)
+            return
+        self.cleared.add(cleared)
+        app, env, release = cleared
+        candidates = [
+            (i, health, labels)
+            for i, health, labels in await asyncio.to_thread(self._running, client)
+            if (i.app, i.env, labels.get(RELEASE_LABEL)) == (app, env, str(release))
+        ]
+        log.info("release %s of %s in %s cleared: %d instance(s) here", release, app, env, len(candidates))
+        await self._register_healthy(etcd, lease, candidates, CLEARED_HEALTH_SECONDS)
 
     def _follow_events(
         self,
@@ -268,12 +301,30 @@ class Registrator:
                 backoff = min(backoff * 2, 5.0)
 
     async def _keep_alive(self, lease: aetcd.Lease) -> None:
-        """Refresh the lease every third of the TTL the server grants, whatever else the daemon is doing."""
+        """Refresh the lease every third of the TTL the server grants, whatever else the daemon is doing.
+
+        A refresh that fails (its member died, the cluster is electing a leader) is tried again every
+        ``KEEPALIVE_RETRY_SECONDS`` while the lease lives: the same lease, its keys never leave etcd.
+
+        Raises:
+            LeaseLost: etcd says the lease expired.
+            ClientError: no refresh succeeded before the lease's TTL ran out.
+        """
+        expires: float | None = None
         while True:
-            reply = await lease.refresh()
+            sent = time.monotonic()
+            try:
+                reply = await lease.refresh()
+            except ClientError as exc:
+                if expires is None or time.monotonic() + KEEPALIVE_RETRY_SECONDS >= expires:
+                    raise
+                log.warning("lease %s not refreshed (%s): trying again", lease.id, type(exc).__name__)
+                await asyncio.sleep(KEEPALIVE_RETRY_SECONDS)
+                continue
             granted = int(getattr(reply, "TTL", 0))
             if granted <= 0:
                 raise LeaseLost(f"lease {lease.id} expired")
+            expires = sent + granted
             await asyncio.sleep(granted / 3)
 
     async def _serve(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import ssl
 import subprocess
 import sys
 from abc import ABC, abstractmethod
@@ -28,16 +29,21 @@ from shipline.config import POOLS, PREFECT_DATABASE, PROJECT_ROOT, Settings
 from shipline.discovery.nginx import test_config
 from shipline.discovery.routes import LUA_LIBRARY, LUA_MODULES, ROUTES_LUA, routing_mode
 from shipline.errors import ComponentStartError
+from shipline.etcd_client import http_tls
 from shipline.files import write_atomically
 from shipline.prefect_auth import prefect_auth
 from shipline.programs import find_program
 from shipline.stack.credentials import adopt_encryption_key, ensure_api_credential, server_environment
 from shipline.stack.etcd_auth import secure_etcd
+from shipline.stack.etcd_tls import ensure_etcd_tls
 from shipline.stack.processes import ProcessRecord
 from shipline.stack.registry_credentials import ensure_registry_credentials
 from shipline.stack.supervise import state_path
 
 PROBE_TIMEOUT = httpx.Timeout(1.0)
+HEARTBEAT_MS = 100
+ELECTION_TIMEOUT_MS = 500
+"""An etcd cluster's raft timing in ms (etcd's defaults: 100 and 1000; here elections come after 5 beats)."""
 
 
 @dataclass
@@ -107,10 +113,16 @@ class Component(ABC):
 
 
 def _http_ok(
-    url: str, *, transport: httpx.HTTPTransport | None = None, auth: tuple[str, str] | None = None
+    url: str,
+    *,
+    transport: httpx.HTTPTransport | None = None,
+    auth: tuple[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.Response | None:
     try:
-        with httpx.Client(timeout=PROBE_TIMEOUT, transport=transport, trust_env=False, auth=auth) as client:
+        with httpx.Client(
+            timeout=PROBE_TIMEOUT, transport=transport, trust_env=False, auth=auth, verify=verify
+        ) as client:
             response = client.get(url)
     except httpx.HTTPError:
         return None
@@ -179,30 +191,71 @@ def overlay_supported(path: Path) -> bool:
 
 @dataclass
 class Etcd(Component):
+    """One etcd member: the only one by default, or member ``member`` (from 0) of a loopback cluster.
+
+    A cluster's members are ``etcd-1`` … ``etcd-N``, member i on client port ``etcd_port + 2i`` and peer
+    port ``etcd_peer_port + 2i``, each with its data under ``etcd-cluster/`` (a cluster of another size
+    or of the other scheme keeps its own, since members remember their peers' URLs). With TLS every member
+    serves clients and peers over it and wants a client certificate of the stack's CA.
+    """
+
     name: str = "etcd"
     binary: str = "etcd"
     package: str = "etcd-server"
     start_timeout: float = 30.0
+    member: int = 0
 
     def __post_init__(self) -> None:
-        self.port = self.settings.etcd_port
+        self.port = self.settings.etcd_port + 2 * self.member
+        if self.clustered:
+            self.name = f"etcd-{self.member + 1}"
+
+    @property
+    def clustered(self) -> bool:
+        return self.settings.etcd_members > 1
+
+    @property
+    def member_name(self) -> str:
+        """The member's name in the cluster (``--name``)."""
+        return f"shipline-{self.member + 1}" if self.clustered else "shipline"
 
     @property
     def url(self) -> str:
-        return self.settings.etcd_url
+        """This member's client URL."""
+        return self.settings.etcd_client_urls[self.member]
+
+    def peer_url(self, member: int) -> str:
+        s = self.settings
+        return f"{s.etcd_scheme}://{s.host}:{s.etcd_peer_port + 2 * member}"
+
+    @property
+    def data_dir(self) -> Path:
+        s = self.settings
+        if not self.clustered:
+            return s.home / "etcd"
+        return s.home / "etcd-cluster" / f"{s.etcd_members}-{s.etcd_scheme}" / self.member_name
+
+    def prepare(self) -> None:
+        ensure_etcd_tls(self.settings)
 
     def command(self) -> list[str]:
         s = self.settings
-        peer = f"http://{s.host}:{s.etcd_peer_port}"
-        return [
+        peer = self.peer_url(self.member)
+        if self.clustered:
+            cluster = ",".join(
+                f"shipline-{index + 1}={self.peer_url(index)}" for index in range(s.etcd_members)
+            )
+        else:
+            cluster = f"shipline={peer}"
+        command = [
             self.resolve_binary() or self.binary,
-            "--name=shipline",
-            f"--data-dir={s.home / 'etcd'}",
-            f"--listen-client-urls={s.etcd_url}",
-            f"--advertise-client-urls={s.etcd_url}",
+            f"--name={self.member_name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.url}",
+            f"--advertise-client-urls={self.url}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=shipline={peer}",
+            f"--initial-cluster={cluster}",
             # Passwords are random (24 bytes, written by up), so bcrypt's stretching adds no strength to
             # them, while its default cost (10) spends 60 ms of CPU on every client's authentication:
             # each task of a release opens a client. 4 is bcrypt's lowest cost (about 1 ms).
@@ -211,23 +264,57 @@ class Etcd(Component):
             "--auto-compaction-mode=periodic",
             "--auto-compaction-retention=1h",
         ]
+        if self.clustered:
+            command += [
+                "--initial-cluster-token=shipline",
+                # Members on loopback or one LAN answer within milliseconds: a follower calls an election
+                # after 0.5-1 s without the leader's heartbeat (etcd's defaults: 1-2 s), so that clients
+                # move on within 2 s of the leader's death.
+                f"--heartbeat-interval={HEARTBEAT_MS}",
+                f"--election-timeout={ELECTION_TIMEOUT_MS}",
+            ]
+        if (tls := s.etcd_member_tls_files) is not None:
+            command += [
+                f"--cert-file={tls.cert}",
+                f"--key-file={tls.key}",
+                f"--trusted-ca-file={tls.ca}",
+                "--client-cert-auth",
+                f"--peer-cert-file={tls.cert}",
+                f"--peer-key-file={tls.key}",
+                f"--peer-trusted-ca-file={tls.ca}",
+                "--peer-client-cert-auth",
+            ]
+        return command
 
     def ready(self) -> None:
         """Authentication on: only root and Shipline's user (credentials written once) reach the keys.
 
+        A cluster's first member does it for all of them: users and roles are the cluster's.
+
         Raises:
             ComponentStartError: etcd refuses the root password of the credentials file, or a step fails.
         """
-        secure_etcd(self.settings)
+        if self.member == 0:
+            secure_etcd(self.settings)
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
-        response = _http_ok(f"{self.url}/health")
+        # A member is healthy once the cluster has a leader: with a quorum of its members up.
+        try:
+            verify = http_tls(self.settings.etcd_tls_files)
+        except OSError:  # no certificates yet: nothing of ours can answer
+            return False
+        response = _http_ok(f"{self.url}/health", verify=verify)
         if response is None:
             return False
         try:
             return response.json().get("health") == "true"
         except ValueError:
             return False
+
+
+def etcd_members(settings: Settings) -> list[Etcd]:
+    """The stack's etcd members: one by default, ``SHIPLINE_ETCD_MEMBERS`` for a cluster."""
+    return [Etcd(settings, member=index) for index in range(settings.etcd_members)]
 
 
 @dataclass
@@ -941,7 +1028,7 @@ def infrastructure(settings: Settings) -> list[Component]:
     """The stack's servers, in start order."""
     return [
         DockerEngine(settings),
-        Etcd(settings),
+        *etcd_members(settings),
         Registry(settings),
         Nginx(settings),
         Postgres(settings),

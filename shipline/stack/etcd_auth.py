@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
-from shipline.config import Settings
+from shipline.config import EtcdTlsFiles, Settings
 from shipline.errors import ComponentStartError
-from shipline.etcd_client import EtcdCredentials, read_credentials
+from shipline.etcd_client import EtcdCredentials, http_tls, read_credentials
 
 ROOT = "root"
 SHIPLINE = "shipline"
@@ -65,21 +65,32 @@ def _b64(text: str) -> str:
 
 
 class _Gateway:
-    """etcd's HTTP/JSON gateway (``/v3/auth/…``), as root once authentication is on."""
+    """etcd's HTTP/JSON gateway (``/v3/auth/…``), as root once authentication is on.
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client = httpx.Client(base_url=url, timeout=5.0, trust_env=False)
+    ``url`` names every member (comma-separated); a request goes to the first that answers.
+    """
+
+    def __init__(self, url: str, tls: EtcdTlsFiles | None = None) -> None:
+        self.url, self.tls = url, tls
+        self.client = httpx.Client(timeout=5.0, trust_env=False, verify=http_tls(tls))
+        self.members = [part.strip() for part in url.split(",")]
         self.token: str | None = None
 
     def call(
         self, path: str, body: Mapping[str, object], *, tolerate: str | None = None
     ) -> dict[str, object]:
         headers = {"Authorization": self.token} if self.token else {}
-        try:
-            response = self.client.post(path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ComponentStartError(f"etcd: {path} at {self.url} failed: {exc}") from exc
+        response: httpx.Response | None = None
+        for member in self.members:
+            try:
+                response = self.client.post(f"{member}{path}", json=body, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                failure: Exception = exc
+            except httpx.HTTPError as exc:
+                raise ComponentStartError(f"etcd: {path} at {member} failed: {exc}") from exc
+        if response is None:
+            raise ComponentStartError(f"etcd: {path} at {self.url} failed: {failure}") from failure
         answer: dict[str, object] = response.json() if response.content else {}
         error = str(answer.get("error") or "")
         if response.status_code == 200 or (tolerate is not None and tolerate in error):
@@ -122,7 +133,7 @@ PERMISSION = {"permType": "READWRITE", "key": _b64(KEYS[0]), "range_end": _b64(K
 
 def _accepted(gateway: _Gateway, credentials: EtcdCredentials) -> bool:
     """True when etcd (authentication on) accepts ``credentials``' password."""
-    probe = _Gateway(gateway.url)
+    probe = _Gateway(gateway.url, gateway.tls)
     try:
         probe.authenticate(credentials)
     except _Refused:
@@ -147,13 +158,21 @@ def _in_place(gateway: _Gateway, shipline: EtcdCredentials) -> bool:
     )
 
 
-def enable_authentication(url: str, *, root: EtcdCredentials, shipline: EtcdCredentials) -> None:
+def enable_authentication(
+    url: str, *, root: EtcdCredentials, shipline: EtcdCredentials, tls: EtcdTlsFiles | None = None
+) -> None:
     """Make the etcd at ``url`` answer only ``root`` and ``shipline`` (idempotent).
+
+    Args:
+        url: Every member's client URL, comma-separated.
+        root: etcd's root user.
+        shipline: Shipline's user.
+        tls: The CA, certificate and key for ``https`` URLs.
 
     Raises:
         ComponentStartError: etcd has authentication on and refuses root's password, or a step fails.
     """
-    gateway = _Gateway(url)
+    gateway = _Gateway(url, tls)
     try:
         try:
             gateway.token = gateway.authenticate(root)
@@ -192,4 +211,4 @@ def secure_etcd(settings: Settings) -> None:
     """
     root = ensure_credentials(settings.etcd_root_credentials_path, ROOT)
     shipline = ensure_credentials(settings.etcd_credentials_path, SHIPLINE)
-    enable_authentication(settings.etcd_url, root=root, shipline=shipline)
+    enable_authentication(settings.etcd_url, root=root, shipline=shipline, tls=settings.etcd_tls_files)

@@ -8,6 +8,7 @@ Both ``up`` and ``down`` hold a lock under the run directory so that two of them
 from __future__ import annotations
 
 import fcntl
+import re
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from shipline.stack.sockets import find_listener
 from shipline.stack.supervise import read_supervision
 
 Report = Callable[[str], None]
+ETCD_MEMBER = re.compile(r"etcd(-[0-9]+)?")
+"""The process names of etcd members: ``etcd`` alone, ``etcd-1`` … in a cluster."""
 
 
 class State(StrEnum):
@@ -290,8 +293,9 @@ def down(
     """
     table = ProcessTable(settings.run_dir)
     stopped = []
+    chosen = components if components is not None else all_components(settings)
     with stack_lock(settings):
-        for component in reversed(components if components is not None else all_components(settings)):
+        for component in reversed(chosen):
             record = table.running(component.name)
             if record is None:
                 table.forget(component.name)
@@ -300,4 +304,13 @@ def down(
             timeout = 45.0 if component.name == "docker" else 20.0
             if table.stop(component.name, timeout=timeout, stop_signal=component.stop_signal):
                 stopped.append(component.name)
+        if components is None:
+            # etcd members `up` started with another SHIPLINE_ETCD_MEMBERS than this process has: ours too.
+            known = {component.name for component in chosen}
+            for record in table.all():
+                if record.name in known or not ETCD_MEMBER.fullmatch(record.name) or not record.alive:
+                    continue
+                report(f"  {record.name:<12} stopping (pid {record.pid})")
+                if table.stop(record.name, timeout=20.0):
+                    stopped.append(record.name)
     return stopped

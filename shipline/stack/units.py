@@ -10,7 +10,8 @@ supervisor):
 
 The units carry the Prefect settings of the host they are written on; edit ``PREFECT_API_URL`` and the
 ``SHIPLINE_*`` values for the host that will run them. etcd's credentials are never written into a unit:
-it names the file (mode 0600) each daemon reads them from, which the operator copies to every host.
+it names the file (mode 0600) each daemon reads them from, which the operator copies to every host, and
+so for etcd's TLS: the unit names the CA, certificate and key files.
 Neither is Prefect's credential: each unit names the file ``up`` wrote (``EnvironmentFile=``, read by
 systemd as root), which a host that runs no server gets as a copy, mode 0600.
 """
@@ -50,6 +51,7 @@ def render_unit(name: str, arguments: list[str], settings: Settings) -> str:
         **settings.prefect_environment(credentials=False),
         "SHIPLINE_ETCD_CREDENTIALS_FILE": str(settings.etcd_credentials_path),
         "SHIPLINE_FLOW_STARTER_SOCKET": str(settings.flow_starter_socket),
+        **settings.etcd_environment(),  # a cluster's size and TLS files (paths, never their content)
     }
     environment = "\n".join(f"Environment={key}={value}" for key, value in variables.items())
     return f"""# Written by `shipline units`: {name}

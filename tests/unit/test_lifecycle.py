@@ -133,3 +133,18 @@ def test_process_that_never_answers_times_out(settings: Settings) -> None:
         start_missing([component], table, lambda _: None)
     # The hung process was stopped, so the next `up` starts it afresh.
     assert table.get(component.name) is None
+
+
+def test_down_stops_the_etcd_members_of_a_cluster_size_it_was_not_given(tmp_path: Path) -> None:
+    # `up` ran with SHIPLINE_ETCD_MEMBERS=3; `down` runs without it: its members are ours all the same.
+    settings = Settings(home=tmp_path / "home", etcd_members=1)
+    table = ProcessTable(settings.run_dir)
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    members = [table.spawn(f"etcd-{i}", sleep, log=settings.log_dir / f"etcd-{i}.log") for i in (1, 2, 3)]
+    stranger = table.spawn("etcdish", sleep, log=settings.log_dir / "etcdish.log")
+    try:
+        assert sorted(down(settings, report=lambda _: None)) == ["etcd-1", "etcd-2", "etcd-3"]
+        assert not any(member.alive for member in members)
+        assert stranger.alive, "only etcd members' names are taken for members"
+    finally:
+        table.stop("etcdish", timeout=5)
