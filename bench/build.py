@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from shipline.build import app_image
+from shipline.build.base_layers import EtcdBaseLayerRecords
 from shipline.build.images import ensure_middleware_image, ensure_os_image
 from shipline.build.registry import PushedImage, Registry
 from shipline.build.rootfs import DebianArchive
@@ -59,6 +60,7 @@ def run(settings: Settings) -> dict[str, float | str]:
         name=spec.image.middleware.name, version=f"{spec.image.middleware.version}-{tag}"
     )
     registry = Registry.of_stack(settings)
+    records = EtcdBaseLayerRecords(settings.etcd_url)
     registry.log_in(client)
     repository = registry.app_repository(f"bench-{tag}")
     quiet = lambda line: None  # noqa: E731
@@ -106,13 +108,14 @@ def run(settings: Settings) -> dict[str, float | str]:
         os_image = ensure_os_image(
             client,
             registry=registry,
+            records=records,
             layer=os_layer,
             cache_dir=Path(scratch) / "rootfs",
             debian=DebianArchive.from_settings(settings),
             log=quiet,
         )
         middleware = ensure_middleware_image(
-            client, registry=registry, layer=middleware_layer, os_image=os_image, log=quiet
+            client, registry=registry, records=records, layer=middleware_layer, os_image=os_image, log=quiet
         )
         compile_and_build("1" * 40, middleware)
         cold_seconds = time.monotonic() - started
@@ -123,7 +126,7 @@ def run(settings: Settings) -> dict[str, float | str]:
         before = _blob_bytes(settings)
         started = time.monotonic()
         middleware = ensure_middleware_image(
-            client, registry=registry, layer=middleware_layer, os_image=os_image, log=quiet
+            client, registry=registry, records=records, layer=middleware_layer, os_image=os_image, log=quiet
         )
         first = compile_and_build("2" * 40, middleware)
         warm_seconds = time.monotonic() - started

@@ -16,6 +16,9 @@ def base_images(
 ) -> dict[str, PushedImage | BaseLayers | UpdatesReport]:
     """Rebuild the OS layer (e.g. `debian` `bookworm-2026.11` for today's updates) and its middleware.
 
+    Their new digests are recorded in etcd: every later build uses these digests, whatever the tags say
+    (run this too when a build reports that a recorded digest is gone from the registry).
+
     A Debian OS layer is built from signed packages with the security suite's updates applied. Each app
     image given by digest is then rebuilt on the new middleware from its own artifact layer — no checkout,
     no compile — and pushed as `{sha}-{middleware version}`, ready for `release-to-pre`. Last, the

@@ -41,7 +41,7 @@ def delivery(source: str, ref: str | None = None, environments: list[str] | None
         built = build_app_layer(
             spec, artifact, code.workspace, layers.middleware, code.sha, code.committed, source
         )
-        image = push_app_image(spec, built)
+        image = push_app_image(spec, built, layers)
         released = {}
         for env in envs:
             request = request_from_spec(

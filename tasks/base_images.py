@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from blocks.registry import ShiplineRegistry
 from shipline.build import app_image
+from shipline.build.base_layers import EtcdBaseLayerRecords
 from shipline.build.images import ensure_middleware_image, ensure_os_image
 from shipline.build.registry import PushedImage
 from shipline.build.rootfs import DebianArchive
@@ -27,6 +28,13 @@ class BaseLayers(BaseModel):
     os: PushedImage
     middleware: PushedImage
 
+    def provenance(self) -> str:
+        """Markdown lines naming each base layer by the digest an app image is built on."""
+        return "".join(
+            f"- {kind} `{image.repository}:{image.tag}` as `{image.by_digest}`\n"
+            for kind, image in (("OS", self.os), ("middleware", self.middleware))
+        )
+
 
 @task(
     task_run_name="base-layers: {image.middleware.name}-{image.middleware.version}",
@@ -36,20 +44,31 @@ class BaseLayers(BaseModel):
     **STAGE_HOOKS,
 )
 def prepare_base_layers(image: ImageSpec, rebuild: bool = False) -> BaseLayers:
-    """Reuse the OS and middleware images from the registry, or build and push the missing ones."""
+    """Reuse the OS and middleware images by the digests recorded when Shipline built them (never by a
+    tag), or build, push and record the missing ones (all of them with ``rebuild``)."""
     settings, logger, block = load_settings(), get_run_logger(), ShiplineRegistry.current()
     client, registry = block.docker_client(settings.docker_url), block.registry()
+    records = EtcdBaseLayerRecords(settings.etcd_url)
     os_image = ensure_os_image(
         client,
         registry=registry,
+        records=records,
         layer=image.os,
         cache_dir=settings.home / "cache" / "rootfs",
         debian=DebianArchive.from_settings(settings),
         log=logger.info,
+        warn=logger.warning,
         rebuild=rebuild,
     )
     middleware = ensure_middleware_image(
-        client, registry=registry, layer=image.middleware, os_image=os_image, log=logger.info, rebuild=rebuild
+        client,
+        registry=registry,
+        records=records,
+        layer=image.middleware,
+        os_image=os_image,
+        log=logger.info,
+        warn=logger.warning,
+        rebuild=rebuild,
     )
     return BaseLayers(os=os_image, middleware=middleware)
 

@@ -18,6 +18,7 @@ from shipline.config import load_settings
 from shipline.gitlab.statuses import STAGE_HOOKS
 from shipline.retries import retry_if_transient
 from shipline.spec import AppSpec
+from tasks.base_images import BaseLayers
 
 
 @task(task_run_name="image: {spec.app}", **STAGE_HOOKS)
@@ -64,14 +65,18 @@ def build_app_layer(
     retry_condition_fn=retry_if_transient,
     **STAGE_HOOKS,
 )
-def push_app_image(spec: AppSpec, built: BuiltImage) -> PushedImage:
-    """Push the app image blob by blob (what the registry has is not sent again); then drop the local copy."""
+def push_app_image(spec: AppSpec, built: BuiltImage, layers: BaseLayers) -> PushedImage:
+    """Push the app image blob by blob (what the registry has is not sent again); then drop the local copy.
+
+    Its artifact names the image by digest and the base layers' digests it was built on.
+    """
     registry = ShiplineRegistry.current().registry()
     pushed = app_image.push(registry, built, get_run_logger().info)
     shutil.rmtree(built.directory, ignore_errors=True)
     create_markdown_artifact(
         key=f"image-{spec.app}",
-        markdown=f"### {spec.app} image\n\n`{pushed.by_digest}`\n\ntag `{pushed.tag}`\n",
-        description="The image every environment deploys, by digest",
+        markdown=f"### {spec.app} image\n\n`{pushed.by_digest}`\n\ntag `{pushed.tag}`\n\n"
+        f"built on\n\n{layers.provenance()}",
+        description="The image every environment deploys, by digest, and the base layers it was built on",
     )
     return pushed

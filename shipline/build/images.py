@@ -7,8 +7,9 @@
 - app: the built artifact on top of the middleware by digest, assembled reproducibly without a build
   (``shipline.build.app_image``).
 
-OS and middleware images are built once per name and version and then reused from the registry
-(``shipline.build.registry`` names and pushes them); root filesystems come from ``shipline.build.rootfs``.
+OS and middleware images are built once per name and version and then reused from the registry by the
+digest Shipline recorded when it pushed them, never by their tag (``shipline.build.base_layers``);
+``shipline.build.registry`` names and pushes them; root filesystems come from ``shipline.build.rootfs``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import docker
 import jinja2
 from docker.errors import APIError, DockerException
 
+from shipline.build.base_layers import BaseLayerRecords, LayerKind, record_built, recorded_layer
 from shipline.build.layer_names import TEMPLATES, middleware_names
 from shipline.build.registry import PushedImage, Registry, push_image
 from shipline.build.rootfs import DebianArchive, rootfs_tarball
@@ -59,21 +61,27 @@ def ensure_os_image(
     client: docker.DockerClient,
     *,
     registry: Registry,
+    records: BaseLayerRecords,
     layer: LayerRef,
     cache_dir: Path,
     debian: DebianArchive,
     log: Log,
+    warn: Log | None = None,
     rebuild: bool = False,
 ) -> PushedImage:
-    """The OS image in the registry: reused if there, else built from a root filesystem and pushed.
+    """The OS image in the registry: reused by its recorded digest, else built, pushed and recorded.
 
     Raises:
-        BuildError: if the root filesystem cannot be made (``rootfs_tarball``) or imported.
+        BuildError: if the root filesystem cannot be made (``rootfs_tarball``) or imported, or the
+            recorded digest is gone from the registry.
     """
     repository = registry.os_repository(layer)
-    if not rebuild and (digest := registry.manifest_digest(repository, layer.version)):
-        log(f"reusing {repository}:{layer.version} ({digest})")
-        return PushedImage(repository=repository, tag=layer.version, digest=digest)
+    if not rebuild and (
+        reused := recorded_layer(
+            registry, records, kind=LayerKind.OS, layer=layer, parent=None, log=log, warn=warn or log
+        )
+    ):
+        return reused
     if rebuild:
         (cache_dir / f"{layer.name}-{layer.version}.tar").unlink(missing_ok=True)
     tarball = rootfs_tarball(layer, cache_dir, debian, log)
@@ -83,27 +91,45 @@ def ensure_os_image(
         )
     except (APIError, DockerException) as exc:
         raise BuildError(f"docker import of {tarball.name} failed: {exc}") from exc
-    return push_image(client, repository, layer.version, log)
+    pushed = push_image(client, repository, layer.version, log)
+    record_built(records, kind=LayerKind.OS, layer=layer, image=pushed, parent=None)
+    return pushed
 
 
 def ensure_middleware_image(
     client: docker.DockerClient,
     *,
     registry: Registry,
+    records: BaseLayerRecords,
     layer: LayerRef,
     os_image: PushedImage,
     log: Log,
+    warn: Log | None = None,
     rebuild: bool = False,
 ) -> PushedImage:
-    """The middleware image in the registry: reused if there, else built on ``os_image`` and pushed."""
+    """The middleware image in the registry: reused by its recorded digest if it was built on ``os_image``,
+    else built on ``os_image``, pushed and recorded.
+
+    Raises:
+        BuildError: for an unknown middleware, a failed build, or a recorded digest gone from the registry.
+    """
     if layer.name not in middleware_names():
         raise BuildError(
             f"unknown middleware {layer.name!r}", hint=f"available: {', '.join(middleware_names())}"
         )
     repository = registry.middleware_repository(layer)
-    if not rebuild and (digest := registry.manifest_digest(repository, layer.version)):
-        log(f"reusing {repository}:{layer.version} ({digest})")
-        return PushedImage(repository=repository, tag=layer.version, digest=digest)
+    if not rebuild and (
+        reused := recorded_layer(
+            registry,
+            records,
+            kind=LayerKind.MIDDLEWARE,
+            layer=layer,
+            parent=os_image.digest,
+            log=log,
+            warn=warn or log,
+        )
+    ):
+        return reused
     dockerfile = _render(
         f"middleware/{layer.name}.Dockerfile.j2", os_image=os_image.by_digest, version=layer.version
     )
@@ -118,4 +144,6 @@ def ensure_middleware_image(
             decode=True,
         )
         _stream_build(events, log, f"{repository}:{layer.version}")
-    return push_image(client, repository, layer.version, log)
+    pushed = push_image(client, repository, layer.version, log)
+    record_built(records, kind=LayerKind.MIDDLEWARE, layer=layer, image=pushed, parent=os_image.digest)
+    return pushed

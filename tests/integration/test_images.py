@@ -10,6 +10,7 @@ import docker
 import pytest
 
 from shipline.build import app_image
+from shipline.build.base_layers import EtcdBaseLayerRecords
 from shipline.build.images import ensure_middleware_image, ensure_os_image
 from shipline.build.registry import PushedImage, Registry, push_image
 from shipline.build.rootfs import DebianArchive
@@ -75,6 +76,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     os_image = ensure_os_image(
         client,
         registry=Registry.of_stack(settings),
+        records=EtcdBaseLayerRecords(settings.etcd_url),
         layer=os_layer,
         cache_dir=tmp_path / "rootfs",
         debian=DebianArchive.from_settings(settings),
@@ -83,6 +85,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     middleware = ensure_middleware_image(
         client,
         registry=Registry.of_stack(settings),
+        records=EtcdBaseLayerRecords(settings.etcd_url),
         layer=middleware_layer,
         os_image=os_image,
         log=log,
@@ -96,6 +99,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
     again = ensure_os_image(
         client,
         registry=Registry.of_stack(settings),
+        records=EtcdBaseLayerRecords(settings.etcd_url),
         layer=os_layer,
         cache_dir=tmp_path / "x",
         debian=DebianArchive.from_settings(settings),
@@ -106,6 +110,7 @@ def test_layers_stack_and_are_reused(settings: Settings, client: docker.DockerCl
         ensure_middleware_image(
             client,
             registry=Registry.of_stack(settings),
+            records=EtcdBaseLayerRecords(settings.etcd_url),
             layer=middleware_layer,
             os_image=os_image,
             log=lines.append,
@@ -194,6 +199,7 @@ def _small_middleware(settings: Settings, client: docker.DockerClient, tmp_path:
     os_image = ensure_os_image(
         client,
         registry=registry,
+        records=EtcdBaseLayerRecords(settings.etcd_url),
         layer=LayerRef(name="busybox", version=version),
         cache_dir=tmp_path / "rootfs",
         debian=DebianArchive.from_settings(settings),
@@ -202,6 +208,7 @@ def _small_middleware(settings: Settings, client: docker.DockerClient, tmp_path:
     return ensure_middleware_image(
         client,
         registry=registry,
+        records=EtcdBaseLayerRecords(settings.etcd_url),
         layer=LayerRef(name="host-jre", version=version),
         os_image=os_image,
         log=log,
@@ -232,11 +239,17 @@ def test_app_moves_onto_new_layers_without_recompiling(
     )
     layers: dict[str, Any] = {
         "registry": Registry.of_stack(settings),
+        "records": EtcdBaseLayerRecords(settings.etcd_url),
         "debian": DebianArchive.from_settings(settings),
     }
     old_os = ensure_os_image(client, **layers, layer=os_layer, cache_dir=tmp_path / "a", log=log)
     old_mw = ensure_middleware_image(
-        client, registry=layers["registry"], layer=middleware_layer, os_image=old_os, log=log
+        client,
+        registry=layers["registry"],
+        records=layers["records"],
+        layer=middleware_layer,
+        os_image=old_os,
+        log=log,
     )
     artifact = tmp_path / "dist"
     artifact.mkdir()
@@ -259,7 +272,13 @@ def test_app_moves_onto_new_layers_without_recompiling(
         client, **layers, layer=os_layer, cache_dir=tmp_path / "b", log=log, rebuild=True
     )
     new_mw = ensure_middleware_image(
-        client, registry=layers["registry"], layer=middleware_layer, os_image=new_os, log=log, rebuild=True
+        client,
+        registry=layers["registry"],
+        records=layers["records"],
+        layer=middleware_layer,
+        os_image=new_os,
+        log=log,
+        rebuild=True,
     )
     assert new_mw.digest != old_mw.digest
     rebased = app_image.rebase(

@@ -8,8 +8,10 @@ from prefect.client.orchestration import get_client
 
 from blocks.registry import ShiplineRegistry
 from shipline.build.app_image import BuiltImage
+from shipline.build.registry import PushedImage
 from shipline.config import Settings
 from shipline.spec import parse_spec
+from tasks.base_images import BaseLayers
 from tasks.image import push_app_image
 
 SPEC = """\
@@ -37,11 +39,16 @@ def test_push_to_a_dead_registry_is_retried_then_fails(
         media_type="application/vnd.docker.distribution.manifest.v2+json",
         base_repository="127.0.0.1:1/shipline/middleware/host-jre",
     )
+    base = "127.0.0.1:1/shipline"
+    layers = BaseLayers(
+        os=PushedImage(repository=f"{base}/os/busybox", tag="1", digest="sha256:1"),
+        middleware=PushedImage(repository=f"{base}/middleware/host-jre", tag="1", digest="sha256:2"),
+    )
     attempt = push_app_image.with_options(retry_delay_seconds=[0.1, 0.2, 0.4])
 
     @flow(name="push-retries-test")
     def push_once() -> dict[str, str]:
-        state = attempt(spec, built, return_state=True)
+        state = attempt(spec, built, layers, return_state=True)
         return {"type": state.type.value, "task_run": str(state.state_details.task_run_id)}
 
     outcome = push_once()
