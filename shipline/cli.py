@@ -86,6 +86,19 @@ def settings(profile: str | None = None) -> Settings:
     return loaded
 
 
+PROFILE_COMMANDS = {"up", "down", "status"}
+"""Commands with ``--profile``: they read their settings themselves, before anything imports Prefect."""
+
+
+@app.callback()
+@reports_errors
+def _stack_settings(context: typer.Context) -> None:
+    # Prefect reads its settings once, when first imported: give it the stack's (the profile's home, API
+    # URL and credential) before any command imports a module that imports Prefect.
+    if context.invoked_subcommand not in PROFILE_COMMANDS:
+        settings()
+
+
 @app.command()
 @reports_errors
 def up(profile: ProfileOption = None) -> None:
