@@ -98,6 +98,9 @@ class Component(ABC):
     def prepare(self) -> None:  # noqa: B027 - an optional hook; most components need no files
         """Create the directories and configuration files the process reads."""
 
+    def stopped(self) -> None:  # noqa: B027 - an optional hook; most components leave nothing behind
+        """Release what the stopped process left on the machine (``down`` calls it once it is gone)."""
+
     def ready(self) -> None:  # noqa: B027 - an optional hook; most components need nothing more
         """Bring the answering component into the state Shipline needs (idempotent).
 
@@ -158,9 +161,14 @@ class DockerEngine(Component):
             return self.settings.docker_storage_driver
         return "overlay2" if overlay_supported(self.settings.home) else "vfs"
 
+    @property
+    def exec_root(self) -> Path | None:
+        """A host engine's exec root (its containerd's state, network namespaces); None for the stack's."""
+        return self.settings.run_dir / f"docker-{self.engine}" if self.engine else None
+
     def command(self) -> list[str]:
         s, suffix = self.settings, f"-{self.engine}" if self.engine else ""
-        own_exec_root = [f"--exec-root={s.run_dir / f'docker{suffix}'}"] if self.engine else []
+        own_exec_root = [f"--exec-root={self.exec_root}"] if self.exec_root else []
         return [
             self.resolve_binary() or self.binary,
             "--iptables=false",
@@ -176,6 +184,13 @@ class DockerEngine(Component):
     def prepare(self) -> None:
         if self.engine:
             self.socket.unlink(missing_ok=True)  # left by an engine that was killed
+            self.stopped()
+
+    def stopped(self) -> None:
+        # dockerd leaves its default network namespace mounted under its exec root when it exits; a
+        # host engine's is the stack's to release, or its home could never be removed.
+        if self.exec_root is not None:
+            unmount_below(self.exec_root)
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
         if not self.socket.exists():
@@ -186,6 +201,22 @@ class DockerEngine(Component):
 
     def fix_hint(self) -> str:
         return f"read {self.log}; dockerd needs root (run as root, or start your own engine at {self.url})"
+
+
+def unmount_below(directory: Path) -> list[str]:
+    """Detach every mount at or below ``directory`` (deepest first); return the mount points detached."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    top = str(directory.resolve())
+    # /proc/mounts escapes spaces and tabs in paths as octal (\040); Shipline's paths have none.
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    below = sorted((p for p in points if p == top or p.startswith(top + "/")), key=len, reverse=True)
+    program = find_program("umount") or "umount"
+    for point in below:
+        subprocess.run([program, "--lazy", point], check=False, capture_output=True)
+    return below
 
 
 def overlay_supported(path: Path) -> bool:

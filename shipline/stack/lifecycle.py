@@ -299,9 +299,12 @@ def down(
             record = table.running(component.name)
             if record is None:
                 table.forget(component.name)
+                if isinstance(component, DockerEngine) and not component.probe():
+                    component.stopped()  # an engine of ours that died unasked left its mounts
                 continue
             report(f"  {component.name:<12} stopping (pid {record.pid})")
             timeout = 45.0 if isinstance(component, DockerEngine) else 20.0
             if table.stop(component.name, timeout=timeout, stop_signal=component.stop_signal):
                 stopped.append(component.name)
+            component.stopped()
     return stopped

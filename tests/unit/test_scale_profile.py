@@ -28,7 +28,8 @@ DEFAULT_PORTS = ("prefect", "etcd", "etcd_peer", "registry", "nginx", "discover"
 def scale(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     for port in DEFAULT_PORTS:
         monkeypatch.delenv(f"SHIPLINE_{port.upper()}_PORT", raising=False)
-    monkeypatch.delenv("SHIPLINE_PROFILE", raising=False)
+    # Set through monkeypatch, so that what a command writes into the environment is undone afterwards.
+    monkeypatch.setenv("SHIPLINE_PROFILE", "scale")
     monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path / "scale-home"))
     return load_settings("scale")
 
