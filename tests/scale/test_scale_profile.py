@@ -284,6 +284,13 @@ def test_a_prod_engine_stopped_mid_release_fails_it_cleanly(
     assert httpx.get(f"http://127.0.0.2:{pre['port']}/version", timeout=5).json()["sha"] == new_sha
     with pytest.raises(DockerException):
         stack.engine("prod").ping()
+    # PROD's registrator keeps no lease while its engine is away: its host's keys expire, PRE's stay.
+    eventually(
+        lambda: sorted(s["env"] for s in stack.json("services", app)) == ["pre"],
+        timeout=30,
+        interval=0.5,
+        what="PROD's keys expired, PRE's key kept",
+    )
 
 
 def test_rollback_and_retire_reach_the_prod_engine_once_it_is_back(
