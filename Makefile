@@ -13,11 +13,12 @@ DEBIAN_PACKAGES := docker.io etcd-server etcd-client docker-registry nginx-light
 STAMP := $(VENV)/.installed
 
 .PHONY: help install system-deps venv compose-plugin up down status doctor demo test test-unit \
-	test-integration lint bench clean
+	test-integration test-scale lint bench clean
 
 help:
 	@echo "make demo   install what is missing, start the local stack, deliver the sample app, print where to look"
 	@echo "make test   install what is missing, start what the tests need, run the whole suite"
+	@echo "make test-scale   the scale profile end to end, on a stack of its own"
 	@echo "make bench  print the benchmark figures"
 	@echo "make lint   ruff and mypy"
 
@@ -68,6 +69,10 @@ test: install
 
 test-unit: install
 	$(BIN)/pytest tests/unit -q
+
+# The scale profile end to end: a stack of its own (temporary home, free ports, two more Docker engines).
+test-scale: install
+	$(BIN)/pytest tests/scale -q -p no:cacheprovider --durations=10
 
 lint: install
 	$(BIN)/ruff check .

@@ -155,6 +155,9 @@ class BenchContainers:
         stop.wait()
         return iter(())
 
+    def owns(self, path: str) -> bool:
+        return path.startswith(f"{self.directory}/")
+
 
 def _agent(directory: Path, store_path: Path, tokenizer: Tokenizer) -> None:
     """Run the agent on ``directory`` until SIGTERM; prints ``ready`` once it watches every container."""

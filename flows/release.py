@@ -7,7 +7,7 @@ from prefect.concurrency.sync import concurrency
 
 from blocks.environment import ShiplineEnvironment
 from shipline.discovery.splits import TrafficSplit
-from shipline.errors import CanaryAborted
+from shipline.errors import CanaryAborted, ServiceUnavailableError
 from shipline.release.approval import approve_release
 from shipline.release.history import Release, ReleaseStatus
 from shipline.release.plan import ReleaseRequest
@@ -67,7 +67,8 @@ def release(request: ReleaseRequest) -> Release:
        releases withdrawn, release live, notified.
     A failure in 3-4 withdraws the clearance, removes the new instances and records the release as rolled
     back: whatever was live before keeps serving, untouched, and no user request met the new release (but
-    for a canary's share).
+    for a canary's share). When the environment's Docker engine itself is gone, the release is recorded as
+    failed, its ports are given back, and the next deploy removes its instances once the engine is back.
 
     Retried from the UI, the run is a new attempt: every task here has a side effect or reads the world
     as it is now, so none is served from a cache (``cache_policy=NO_CACHE``) — a new release record, new
@@ -114,11 +115,17 @@ def release(request: ReleaseRequest) -> Release:
                     raise CanaryAborted(f"{request.app}/{request.env}: {verdict.summary()}")
         except Exception as failure:
             withdraw_traffic(request.app, request.env, only={opened.number})
-            remove_release_instances(request.app, request.env, opened.number, environment)
+            outcome = ReleaseStatus.ROLLED_BACK
+            try:
+                remove_release_instances(request.app, request.env, opened.number, environment)
+            except ServiceUnavailableError:
+                # The host's engine is gone: the release is failed, and the next deploy removes its
+                # instances there (fail_abandoned_releases). Its ports are given back all the same.
+                outcome = ReleaseStatus.FAILED
             if wanted_canary is not None:
                 end_canary(request.app, request.env)
             free_instance_ports(request.app, request.env, ports, environment)
-            close_release(opened, ReleaseStatus.ROLLED_BACK)
+            close_release(opened, outcome)
             send_release_notice(
                 request.notice("failed", opened.number, str(failure)), request.notification_blocks
             )

@@ -41,6 +41,14 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="The stack's profile: default (one host), or scale (PRE and PROD on Docker engines of their "
+        "own, its own home and ports). Default: SHIPLINE_PROFILE, else default.",
+    ),
+]
 
 
 def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
@@ -65,23 +73,41 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def settings() -> Settings:
-    """Settings for this invocation; Prefect calls in this process go to the stack's server by default."""
-    loaded = load_settings()
+def settings(profile: str | None = None) -> Settings:
+    """Settings for this invocation; Prefect calls in this process go to the stack's server by default.
+
+    Args:
+        profile: ``--profile``: its defaults apply here and in every process this one starts.
+    """
+    loaded = load_settings(profile)
+    os.environ["SHIPLINE_PROFILE"] = loaded.profile
     for key, value in loaded.prefect_environment().items():
         os.environ.setdefault(key, value)
     return loaded
 
 
+PROFILE_COMMANDS = {"up", "down", "status"}
+"""Commands with ``--profile``: they read their settings themselves, before anything imports Prefect."""
+
+
+@app.callback()
+@reports_errors
+def _stack_settings(context: typer.Context) -> None:
+    # Prefect reads its settings once, when first imported: give it the stack's (the profile's home, API
+    # URL and credential) before any command imports a module that imports Prefect.
+    if context.invoked_subcommand not in PROFILE_COMMANDS:
+        settings()
+
+
 @app.command()
 @reports_errors
-def up() -> None:
+def up(profile: ProfileOption = None) -> None:
     """Start the embedded local stack (only what is not running) and print every URL."""
     from shipline.stack.lifecycle import up as stack_up
 
-    current = settings()
+    current = settings(profile)
     began = time.monotonic()
-    typer.echo(f"Shipline stack (home {current.home})")
+    typer.echo(f"Shipline stack (home {current.home}, profile {current.profile})")
     result = stack_up(current)
     elapsed = time.monotonic() - began
     if result.started:
@@ -114,42 +140,57 @@ def _print_urls(current: Settings) -> None:
     typer.echo(f"  GitLab webhook    {current.webhook_url}")
     typer.echo(f"  log search        {current.logs_page_url}  (shipline logs search QUERY)")
     typer.echo(f"  Docker Engine     {current.docker_url}")
+    for env, host in current.environment_hosts.items():
+        typer.echo(f"  {env + ' host':<17} {current.engine_url(host.engine)}  (instances at {host.ip})")
     typer.echo(f"  logs              {current.log_dir}")
 
 
 @app.command()
 @reports_errors
-def down() -> None:
+def down(profile: ProfileOption = None) -> None:
     """Stop exactly what `shipline up` started (by pid), keeping all data."""
     from shipline.stack.lifecycle import down as stack_down
 
-    stopped = stack_down(settings())
+    stopped = stack_down(settings(profile))
     typer.echo(f"Stopped {', '.join(stopped)}." if stopped else "Nothing that Shipline started is running.")
 
 
 @app.command()
 @reports_errors
-def status(as_json: JsonOption = False) -> None:
-    """Report each component of the local stack: up or down, its URL, and whether Shipline started it."""
+def status(profile: ProfileOption = None, as_json: JsonOption = False) -> None:
+    """Report each component of the local stack: up or down, its URL, and whether Shipline started it.
+
+    With hosts of their own (the scale profile), components are listed per host.
+    """
     from shipline.stack.lifecycle import State
     from shipline.stack.lifecycle import status as stack_status
 
-    current = settings()
+    current = settings(profile)
     components = stack_status(current)
     all_up = all(c.state is State.UP for c in components)
     if as_json:
         document = {
             "home": str(current.home),
+            "profile": current.profile,
             "all_up": all_up,
             "components": {c.name: c.as_dict() for c in components},
         }
         typer.echo(json.dumps(document, indent=2))
         return
-    for c in components:
-        owner = f"pid {c.pid}" if c.managed else ("external" if c.state == State.UP else "")
-        if c.restarts:
-            owner += f", {c.restarts} restart(s), last: {c.last_exit}"
-        typer.echo(f"{c.name:<12} {c.state:<9} {c.url:<48} {owner}")
+    hosts = [c.host for c in components]
+    for host in sorted(set(hosts), key=hosts.index) if current.environment_hosts else [None]:
+        if host is not None:
+            address = current.engines.get(host, current.host)
+            envs = ", ".join(current.engine_environments("" if host == "main" else host)) or "-"
+            typer.echo(f"host {host} ({address}; environments: {envs})")
+        for c in components:
+            if host is not None and c.host != host:
+                continue
+            owner = f"pid {c.pid}" if c.managed else ("external" if c.state == State.UP else "")
+            if c.restarts:
+                owner += f", {c.restarts} restart(s), last: {c.last_exit}"
+            indent, width = ("  ", 16) if host is not None else ("", 12)
+            typer.echo(f"{indent}{c.name:<{width}} {c.state:<9} {c.url:<48} {owner}")
 
 
 @app.command()
@@ -294,10 +335,11 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Deliver a repository through the pipeline (delivery/delivery); exit 0 only if every stage succeeded."""
+    current = settings()  # before Prefect is imported: it reads its settings (the stack's) once, then
+
     from shipline.build.sources import resolve_source
     from shipline.delivery import follow_delivery
 
-    current = settings()
     local = Path(source).expanduser()
     if local.is_dir() and (local / "shipline.yaml").is_file():
         from shipline.build.check import check_repository
@@ -437,22 +479,39 @@ def registrator(
         str | None, typer.Option("--ip", help="Address instances are reached at (default: host).")
     ] = None,
     ttl: Annotated[int, typer.Option("--ttl", min=2, help="Lease TTL in seconds.")] = 10,
+    docker_host: Annotated[
+        str | None,
+        typer.Option("--docker-host", help="The host's Docker Engine (default: the stack's, docker_socket)."),
+    ] = None,
 ) -> None:
     """The registration daemon: this Docker host's Shipline containers in etcd, until SIGTERM or Ctrl-C."""
     from shipline.discovery.registrator import Registrator
 
     current = settings()
+    engine = docker_host or current.docker_url
     daemon = Registrator(
-        docker_url=current.docker_url, etcd_url=current.etcd_url, ip=ip or current.host, envs=env, ttl=ttl
+        docker_url=engine,
+        etcd_url=current.etcd_url,
+        ip=_loopback_or_fail(ip or current.host),
+        envs=env,
+        ttl=ttl,
     )
 
     async def main(stop: asyncio.Event) -> None:
-        typer.echo(
-            f"registrator: {current.docker_url} -> {current.etcd_url} as {daemon.ip}, lease TTL {ttl}s"
-        )
+        typer.echo(f"registrator: {engine} -> {current.etcd_url} as {daemon.ip}, lease TTL {ttl}s")
         await daemon.run(stop)
 
     _run_daemon(main)
+
+
+def _loopback_or_fail(address: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ConfigError(f"--ip {address!r} is not an IP address", hint="give the host's address") from None
+    return address
 
 
 @app.command()
@@ -775,22 +834,33 @@ def logs_agent(
     poll: Annotated[
         float, typer.Option("--poll", min=0.01, max=5, help="Pause when nothing is new (s).")
     ] = 0.1,
+    docker_host: Annotated[
+        str | None,
+        typer.Option("--docker-host", help="The host's Docker Engine (default: the stack's, docker_socket)."),
+    ] = None,
+    host_name: Annotated[
+        str | None,
+        typer.Option(
+            "--host-name", help="The host's name in the records' host tag (default: this machine's)."
+        ),
+    ] = None,
 ) -> None:
     """The collecting daemon: every Shipline container's json-file log into the log store, until SIGTERM."""
     from shipline.logs.agent import Agent, DockerContainers
 
     current = settings()
+    engine = docker_host or current.docker_url
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     where = current.postgres_url if current.log_store == "postgresql" else current.log_store_dir / "logs.db"
-    typer.echo(f"logs agent: {current.docker_url} -> {current.log_store} store {where}")
+    typer.echo(f"logs agent: {engine} -> {current.log_store} store {where}")
     store = _open_log_store_until_it_answers(current, stop)
     if store is None:
         return
     with store:
-        Agent(store, DockerContainers(current.docker_url), poll_seconds=poll).run(stop)
+        Agent(store, DockerContainers(engine, host=host_name), poll_seconds=poll).run(stop)
 
 
 def _open_log_store_until_it_answers(current: Settings, stop: threading.Event) -> LogStore | None:

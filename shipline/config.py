@@ -3,6 +3,10 @@
 Every value has a working local default and can be overridden by an environment variable named
 ``SHIPLINE_<FIELD>`` (for example ``SHIPLINE_HOME``, ``SHIPLINE_ETCD_PORT``). State lives under
 ``home``; nothing is written into the project tree.
+
+A profile (``SHIPLINE_PROFILE``, or ``shipline up --profile``) picks another set of defaults:
+``default`` is one host; ``scale`` (``ScaleSettings``) is a multi-host stack on one machine, in a home and
+on ports of its own, PRE and PROD each on a Docker engine and a loopback address of their own.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shipline.errors import ConfigError
@@ -57,6 +70,36 @@ class EtcdTlsFiles:
     key: Path
 
 
+Profile = Literal["default", "scale"]
+PROFILES: tuple[str, ...] = ("default", "scale")
+
+
+def _loopback(value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address") from exc
+    if not address.is_loopback:
+        raise ValueError(f"{value} is not a loopback address; the local stack binds to 127.0.0.0/8 only")
+    return value
+
+
+class EnvironmentHost(BaseModel):
+    """The (simulated) host an environment's instances run on: its Docker engine and its address."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    engine: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,15}$",
+        description="Name of a Docker engine the stack starts for this host (docker-{engine}).",
+    )
+    ip: str = Field(description="The host's advertise address: instances bind to it, etcd and nginx name it.")
+
+    @field_validator("ip")
+    @classmethod
+    def _loopback_ip(cls, value: str) -> str:
+        return _loopback(value)
+
+
 class Settings(BaseSettings):
     """Where the local stack listens and keeps its state.
 
@@ -66,6 +109,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SHIPLINE_", frozen=True, extra="ignore")
 
+    profile: Profile = Field(default="default", description="Which set of defaults (load_settings).")
     home: Path = Field(default=Path("~/.shipline"), description="State, pid files and logs.")
     host: str = Field(default="127.0.0.1", description="Loopback address every component binds to.")
     prefect_port: Port = 4200
@@ -149,6 +193,12 @@ class Settings(BaseSettings):
         "worker's next poll twice on the way to PROD (PRE, then PROD), half of this on average each time.",
     )
     start_timeout_seconds: float = Field(default=120.0, gt=0)
+    environment_hosts: dict[str, EnvironmentHost] = Field(
+        default_factory=dict,
+        description="Environments that run on a host of their own (JSON: env -> {engine, ip}); the stack "
+        "starts a Docker engine, a registrator and a logs agent per host. Others run on the stack's engine "
+        "at host.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -171,12 +221,19 @@ class Settings(BaseSettings):
     @field_validator("host")
     @classmethod
     def _loopback_only(cls, value: str) -> str:
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not an IP address") from exc
-        if not address.is_loopback:
-            raise ValueError(f"{value} is not a loopback address; the local stack binds to 127.0.0.0/8 only")
+        return _loopback(value)
+
+    @field_validator("environment_hosts")
+    @classmethod
+    def _one_address_per_engine(cls, value: dict[str, EnvironmentHost]) -> dict[str, EnvironmentHost]:
+        addresses: dict[str, str] = {}
+        for env, host in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", env):
+                raise ValueError(f"{env!r} is not an environment name")
+            if addresses.setdefault(host.engine, host.ip) != host.ip:
+                raise ValueError(
+                    f"engine {host.engine!r} is given two addresses, {addresses[host.engine]} and {host.ip}"
+                )
         return value
 
     @field_validator(
@@ -475,6 +532,35 @@ class Settings(BaseSettings):
     def docker_url(self) -> str:
         return f"unix://{self.docker_socket}"
 
+    @property
+    def engines(self) -> dict[str, str]:
+        """The Docker engines of the hosts of ``environment_hosts``: engine name -> its address."""
+        return {host.engine: host.ip for host in self.environment_hosts.values()}
+
+    def engine_socket(self, engine: str) -> Path:
+        """The unix socket of a host's Docker engine (``""``: the stack's own engine)."""
+        return self.run_dir / f"docker-{engine}.sock" if engine else self.docker_socket
+
+    def engine_url(self, engine: str) -> str:
+        """``unix://…`` of a host's Docker engine (``""``: the stack's own engine)."""
+        return f"unix://{self.engine_socket(engine)}"
+
+    def host_of(self, env: str) -> EnvironmentHost | None:
+        """The host of its own that ``env`` runs on, or None: the stack's engine, at ``host``."""
+        return self.environment_hosts.get(env)
+
+    def engine_environments(self, engine: str) -> list[str]:
+        """The environments whose instances run on ``engine`` (``""``: those of no host of their own)."""
+        if engine:
+            return [env for env, host in self.environment_hosts.items() if host.engine == engine]
+        return [env for env in POOLS if env not in self.environment_hosts]
+
+    @property
+    def edge_engine(self) -> str:
+        """The host that runs nginx and discover: PROD's (``""``: the stack's own)."""
+        prod = self.host_of("prod")
+        return prod.engine if prod else ""
+
     def prefect_environment(self, *, credentials: bool = True) -> dict[str, str]:
         """Prefect settings shared by the server, the workers and Shipline's own client calls.
 
@@ -495,6 +581,7 @@ class Settings(BaseSettings):
             # The server refuses state changes without a token it issued (the client fetches one).
             "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true",
             "SHIPLINE_PROJECT_DIR": str(PROJECT_ROOT),
+            "SHIPLINE_PROFILE": self.profile,
             "SHIPLINE_HOME": str(self.home),
         }
         if credentials:
@@ -520,8 +607,46 @@ def read_environment_file(path: Path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, _, value in pairs}
 
 
-def load_settings() -> Settings:
+SCALE_PORT_OFFSET = 100
+"""The scale profile's ports are the default profile's plus this, so both stacks run side by side."""
+
+
+class ScaleSettings(Settings):
+    """The ``scale`` profile: a multi-host stack on one machine, beside the default one.
+
+    Its own home and ports (the default ones + 100); Prefect and the log store on its PostgreSQL; a 3-member
+    etcd cluster over TLS; PRE and
+    PROD each on a host of their own, simulated by a Docker engine of their own and an address of their
+    own in 127.0.0.0/8 (ci stays on the stack's engine). Every value is still overridable by its variable.
+    """
+
+    profile: Profile = "scale"
+    home: Path = Path("~/.shipline-scale")
+    prefect_port: Port = 4200 + SCALE_PORT_OFFSET
+    etcd_port: Port = 2379 + SCALE_PORT_OFFSET
+    etcd_peer_port: Port = 2380 + SCALE_PORT_OFFSET
+    registry_port: Port = 5000 + SCALE_PORT_OFFSET
+    nginx_port: Port = 8080 + SCALE_PORT_OFFSET
+    discover_port: Port = 9105 + SCALE_PORT_OFFSET
+    web_port: Port = 8090 + SCALE_PORT_OFFSET
+    postgres_port: Port = 5433 + SCALE_PORT_OFFSET
+    prefect_database: Literal["sqlite", "postgresql"] = "postgresql"
+    log_store: Literal["sqlite", "postgresql"] = "postgresql"
+    etcd_members: int = 3
+    etcd_tls: bool = True
+    environment_hosts: dict[str, EnvironmentHost] = Field(
+        default_factory=lambda: {
+            "pre": EnvironmentHost(engine="pre", ip="127.0.0.2"),
+            "prod": EnvironmentHost(engine="prod", ip="127.0.0.3"),
+        }
+    )
+
+
+def load_settings(profile: str | None = None) -> Settings:
     """Read settings from the environment.
+
+    Args:
+        profile: The profile whose defaults apply (default: ``SHIPLINE_PROFILE``, else ``default``).
 
     Returns:
         The validated settings.
@@ -529,8 +654,13 @@ def load_settings() -> Settings:
     Raises:
         ConfigError: naming the variable that holds an invalid value.
     """
+    chosen = profile or os.environ.get("SHIPLINE_PROFILE") or "default"
+    if chosen not in PROFILES:
+        raise ConfigError(
+            f"there is no profile {chosen!r}", hint=f"choose one of {', '.join(PROFILES)} (SHIPLINE_PROFILE)"
+        )
     try:
-        return Settings()
+        return ScaleSettings(profile="scale") if chosen == "scale" else Settings(profile="default")
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

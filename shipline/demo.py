@@ -30,10 +30,17 @@ def main() -> int:
     print(f"\n{report.state}: {run_url}")
     if report.summary is not None:
         print(f"  commit {report.summary.sha}\n  image  {report.summary.image}@{report.summary.digest}")
-        client = docker_client(settings.docker_url)
         for env in report.summary.releases:
-            for instance in running_instances(client, app=report.summary.app, env=env):
-                print(f"  {env:<5} release {instance.release}  http://127.0.0.1:{instance.port}/version")
+            # Each environment's instances run on its host's engine, at its host's address (the scale
+            # profile gives PRE and PROD their own); elsewhere on the stack's engine, at its address.
+            own = settings.host_of(env)
+            engine = settings.engine_url(own.engine) if own else settings.docker_url
+            address = own.ip if own else settings.host
+            for instance in running_instances(docker_client(engine), app=report.summary.app, env=env):
+                print(
+                    f"  {env:<5} release {instance.release}  http://{address}:{instance.port}/version  "
+                    f"(engine {engine})"
+                )
             host = f"{report.summary.app}.{env}.localhost"
             print(f"  {env:<5} through nginx: curl -H 'Host: {host}' {settings.nginx_url}/version")
     else:
@@ -42,7 +49,7 @@ def main() -> int:
     print("\nComponents:")
     components = status(settings)
     for component in components:
-        print(f"  {component.name:<12} {component.state:<6} {component.url}")
+        print(f"  {component.name:<16} {component.state:<6} {component.host:<5} {component.url}")
     print("\nWhere to look:")
     print(f"  Prefect UI      {settings.prefect_url}  (the delivery run above, its stages and artifacts)")
     print("  releases        .venv/bin/shipline releases hello-python --env prod [--stats]")
@@ -58,7 +65,7 @@ def main() -> int:
         f"etcdctl {' '.join(settings.etcdctl_arguments())} get --prefix /shipline/)"
     )
     print(f"  logs and state  {settings.home}")
-    print("  stop            .venv/bin/shipline down")
+    print(f"  stop            .venv/bin/shipline down --profile {settings.profile}")
     ok = report.state == "Completed" and all(c.state is State.UP for c in components)
     return 0 if ok else 1
 

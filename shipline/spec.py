@@ -282,6 +282,11 @@ class ServiceSpec(Strict):
     """How instances run."""
 
     port_variable: str = "PORT"
+    address_variable: str = Field(
+        default="BIND",
+        description="The variable that gives each instance the address to listen on: its host's "
+        "advertise address (the environment block's advertise_ip), set per instance like the port.",
+    )
     health_path: str = "/healthz"
     health_timeout_seconds: float = Field(default=60, gt=0, le=1800)
     stop_grace_seconds: int = Field(default=10, ge=1, le=600)
@@ -301,10 +306,16 @@ class ServiceSpec(Strict):
     log_retention_days: int | None = Field(default=None, ge=1, le=3650)
     """Days the app's log lines are kept, if fewer than the platform keeps (none: the platform's)."""
 
-    @field_validator("port_variable")
+    @field_validator("port_variable", "address_variable")
     @classmethod
     def _port_variable(cls, value: str) -> str:
         return _variable(value)
+
+    @model_validator(mode="after")
+    def _address_is_not_the_port(self) -> ServiceSpec:
+        if self.address_variable == self.port_variable:
+            raise ValueError(f"address_variable and port_variable are both {self.port_variable}")
+        return self
 
     @field_validator("health_path")
     @classmethod
@@ -383,11 +394,12 @@ class AppSpec(Strict):
     @model_validator(mode="after")
     def _port_not_in_environment(self) -> AppSpec:
         for env, settings in self.service.environments.items():
-            if self.service.port_variable in settings.environment:
-                raise ValueError(
-                    f"service.environments.{env}.environment sets {self.service.port_variable}, "
-                    "which Shipline sets per instance"
-                )
+            for variable in (self.service.port_variable, self.service.address_variable):
+                if variable in settings.environment:
+                    raise ValueError(
+                        f"service.environments.{env}.environment sets {variable}, which Shipline sets per "
+                        "instance"
+                    )
         return self
 
     @model_validator(mode="after")

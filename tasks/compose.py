@@ -24,6 +24,7 @@ def render_compose_file(
         ports,
         pids_limit=environment.instance_pids_limit,
         allowed_capabilities=environment.allowed_capabilities,
+        address=environment.advertise_ip,
     )
     _, text = write_compose_file(load_settings().releases_dir, compose)
     create_markdown_artifact(

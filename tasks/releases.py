@@ -34,7 +34,8 @@ def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment
 
     A worker killed mid-deploy leaves its release ``deploying`` and its new instances, never verified,
     possibly running. They are removed and the release is recorded as failed; whatever was live keeps
-    serving. Returns the numbers of the releases failed.
+    serving. So are the instances a failed release left on an engine that was gone when it failed.
+    Returns the numbers of the releases failed.
     """
     releases, doomed = lifecycle.fail_abandoned_releases(
         app, env, etcd_url=load_settings().etcd_url, docker_host=environment.docker_host
@@ -48,6 +49,13 @@ def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment
             env,
             ", ".join(r.flow_run_id or "?" for r in releases),
             ", ".join(i.name for i in doomed) or "no instance",
+        )
+    elif doomed:
+        get_run_logger().warning(
+            "removed %s of failed release(s) of %s in %s: its deploy could not (its engine was gone)",
+            ", ".join(i.name for i in doomed),
+            app,
+            env,
         )
     return sorted(r.number for r in releases)
 

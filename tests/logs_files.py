@@ -87,3 +87,6 @@ class FileContainers:
     def events(self, stop: threading.Event) -> Iterator[tuple[str, str]]:
         stop.wait()
         return iter(())
+
+    def owns(self, path: str) -> bool:
+        return path.startswith(f"{self.directory}/")

@@ -8,8 +8,9 @@
    same lease, the keys never leave etcd.
 3. ``kill`` and ``stop`` delete the key at once — Docker reports them before the app stops answering, so
    nginx stops sending it traffic while it still drains — and ``die`` does too.
-4. At start and after any etcd outage: a new lease, every healthy running instance registered again, and
-   this host's keys without a running container deleted.
+4. At start and after any etcd or Docker outage: a new lease, every healthy running instance registered
+   again, and this host's keys without a running container deleted. While the host's engine is away, the
+   registrator keeps trying with no lease, so its keys expire within the TTL.
 
 Verified before traffic: a container labelled ``shipline.release`` (every instance a release starts) is
 registered only once its release is cleared (``/shipline/cleared/{app}/{env}/{release}``, put by the
@@ -32,6 +33,7 @@ from typing import Any
 import aetcd
 import docker
 from aetcd.exceptions import ClientError, RevisionCompactedError
+from docker.errors import DockerException
 
 from shipline.discovery.instances import (
     CLEARED,
@@ -55,6 +57,8 @@ class LeaseLost(ServiceUnavailableError):
 
 
 LABELS = ("shipline.app", "shipline.env", "shipline.port")
+EVENTS_ENDED: dict[str, Any] = {"shipline": "docker events ended"}
+"""Put on the queue when the engine's event stream breaks (the engine stopped): the loop starts over."""
 RELEASE_LABEL = "shipline.release"
 CLEARED_HEALTH_SECONDS = 30.0
 """How long a newly cleared release's containers are given to answer their health path."""
@@ -225,12 +229,17 @@ class Registrator:
         since: int,
     ) -> None:
         filters = {"type": "container", "label": "shipline.app"}
-        events = client.events(since=since, decode=True, filters=filters)
-        for event in events:
-            if stop.is_set():
-                events.close()
-                return
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+        try:
+            events = client.events(since=since, decode=True, filters=filters)
+            for event in events:
+                if stop.is_set():
+                    events.close()
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+        except (DockerException, OSError) as exc:
+            log.warning("Docker events of %s stopped (%s)", self.docker_url, type(exc).__name__)
+        if not stop.is_set():
+            loop.call_soon_threadsafe(queue.put_nowait, EVENTS_ENDED)
 
     async def _handle(self, event: dict[str, Any], etcd: aetcd.Client, lease: aetcd.Lease) -> None:
         try:
@@ -288,8 +297,10 @@ class Registrator:
                         target=self._follow_events, args=(client, loop, queue, halt, since), daemon=True
                     ).start()
                     await self._serve(etcd, lease, queue, stop, keepalive, clearances)
+            except DockerException as exc:
+                log.warning("Docker Engine %s unavailable (%s): starting over", self.docker_url, exc)
             except (ClientError, ServiceUnavailableError, OSError, LeaseLost) as exc:
-                log.warning("etcd unavailable (%s): starting over", type(exc).__name__)
+                log.warning("etcd or Docker unavailable (%s): starting over", type(exc).__name__)
             finally:
                 halt.set()
                 self.healthy = False
@@ -348,6 +359,10 @@ class Registrator:
                 event = await asyncio.wait_for(queue.get(), timeout=0.25)
             except TimeoutError:
                 continue
+            if event is EVENTS_ENDED:
+                raise ServiceUnavailableError(
+                    f"the Docker Engine at {self.docker_url} stopped sending events"
+                )
             task = asyncio.create_task(self._handle(event, etcd, lease))
             pending.add(task)
             task.add_done_callback(pending.discard)

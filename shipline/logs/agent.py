@@ -56,6 +56,10 @@ class ContainerSource(Protocol):
         """``(action, container id)`` for start, die and destroy, until ``stop`` is set."""
         ...
 
+    def owns(self, path: str) -> bool:
+        """True if the log file at ``path`` is this host's: another host's agent keeps its checkpoints."""
+        ...
+
 
 class DockerContainers:
     """Containers labelled ``shipline.app`` on a Docker Engine."""
@@ -65,6 +69,12 @@ class DockerContainers:
 
         self.client = docker_client(docker_url)
         self.host = host or socket.gethostname()
+        self._logs_dir: str | None = None
+
+    def owns(self, path: str) -> bool:
+        if self._logs_dir is None:  # every container's log lies under its engine's data root
+            self._logs_dir = f"{str(self.client.info()['DockerRootDir']).rstrip('/')}/containers/"
+        return path.startswith(self._logs_dir)
 
     def containers(self) -> list[WatchedContainer]:
         found = []
@@ -192,8 +202,13 @@ class Agent:
                 self._checkpoints.setdefault((identity.device, identity.inode), []).append(checkpoint)
         self.rescan()
         matched = {f.identity.key for f in self.files.values()}
-        stale = [c.source for group in self._checkpoints.values() for c in group if c.source not in matched]
-        if stale:  # files deleted while the agent was away (their containers removed)
+        stale = [
+            c.source
+            for group in self._checkpoints.values()
+            for c in group
+            if c.source not in matched and self.source.owns(c.path)
+        ]
+        if stale:  # this host's files deleted while the agent was away (their containers removed)
             self.store.forget_checkpoints(stale)
 
     def rescan(self) -> None:

@@ -21,12 +21,13 @@ Docker keeps the values in the container's configuration, so a restart of the co
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shipline.config import PROJECT_ROOT
 from shipline.errors import DeployError
@@ -67,6 +68,14 @@ class ComposeFile(BaseModel):
     """Processes and threads each instance may have (the environment block's ``instance_pids_limit``)."""
     allowed_capabilities: list[str] = Field(default_factory=list)
     """The capabilities the environment's block allows (``allowed_capabilities``)."""
+    address: str = "127.0.0.1"
+    """Where every instance listens: its host's advertise address (the block's ``advertise_ip``), given
+    in the spec's ``address_variable`` so that instances of two hosts may use the same port."""
+
+    @field_validator("address")
+    @classmethod
+    def _an_ip_address(cls, value: str) -> str:
+        return str(ipaddress.ip_address(value))  # the block's advertise_ip: an address, nothing else
 
     @property
     def app(self) -> str:
@@ -142,15 +151,17 @@ def compose_file_for(
     *,
     pids_limit: int,
     allowed_capabilities: Sequence[str] = (),
+    address: str = "127.0.0.1",
 ) -> ComposeFile:
-    """The compose file of release ``release`` of ``request``, one instance on each of ``ports``, with the
-    pids limit and the capabilities the environment's block allows."""
+    """The compose file of release ``release`` of ``request``, one instance on each of ``ports`` at
+    ``address``, with the pids limit and the capabilities the environment's block allows."""
     return ComposeFile(
         request=request,
         release=release,
         ports=ports,
         pids_limit=pids_limit,
         allowed_capabilities=list(allowed_capabilities),
+        address=address,
     )
 
 

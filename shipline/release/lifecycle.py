@@ -102,7 +102,8 @@ def close_release(release: Release, status: ReleaseStatus, *, etcd_url: str) -> 
 def fail_abandoned_releases(
     app: str, env: str, *, etcd_url: str, docker_host: str
 ) -> tuple[list[Release], list[RunningInstance]]:
-    """Fail every release of ``app`` in ``env`` still ``deploying`` and remove its instances.
+    """Fail every release of ``app`` in ``env`` still ``deploying`` and remove its instances, and those
+    of failed releases whose deploy could not (their host's engine was gone).
 
     Call it only while holding the app's deploy lock: then no live deploy owns such a release.
 
@@ -112,17 +113,17 @@ def fail_abandoned_releases(
 
     async def fail_abandoned() -> tuple[list[Release], list[RunningInstance]]:
         async with connect(etcd_url) as client:
-            releases = [
-                r for r in await list_releases(client, app, env) if r.status is ReleaseStatus.DEPLOYING
-            ]
-            if not releases:
+            history = await list_releases(client, app, env)
+            releases = [r for r in history if r.status is ReleaseStatus.DEPLOYING]
+            failed = {r.number for r in history if r.status is ReleaseStatus.FAILED}
+            if not releases and not failed:
                 return [], []
             doomed = await asyncio.to_thread(
                 remove_releases,
                 docker_client(docker_host),
                 app=app,
                 env=env,
-                releases={r.number for r in releases},
+                releases={r.number for r in releases} | failed,
             )
             for release in releases:
                 await set_status(client, release, ReleaseStatus.FAILED)

@@ -159,8 +159,10 @@ def allocate_ports(
 ) -> list[int]:
     """Reserve ``count`` ports of ``first``..``last`` on the Docker host that nothing uses or holds.
 
-    Taken are: ports in the ``shipline.port`` label of any container on the host, reservations in etcd,
-    and — when the host is this machine — every listening socket.
+    Taken are: ports in the ``shipline.port`` label of any container on the host, reservations in etcd
+    on the host's address, and — when the host is this machine — every socket listening on that address
+    or on all of them (a host of the scale profile is an address of 127.0.0.0/8: another host's instance
+    on the same port is no clash).
 
     Raises:
         PortAllocationError: if the range has fewer than ``count`` free ports.
@@ -171,7 +173,7 @@ def allocate_ports(
         for c in client.containers.list(all=True, filters={"label": "shipline.port"})
     }
     if ipaddress.ip_address(host).is_loopback:
-        in_use |= listening_ports()  # the host is this machine: its sockets are visible here
+        in_use |= listening_ports(host)  # the host is this machine: its sockets on that address count
 
     async def reserve() -> list[int]:
         async with connect(etcd_url) as etcd:

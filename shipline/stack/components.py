@@ -45,6 +45,9 @@ HEARTBEAT_MS = 100
 ELECTION_TIMEOUT_MS = 500
 """An etcd cluster's raft timing in ms (etcd's defaults: 100 and 1000; here elections come after 5 beats)."""
 
+MAIN_HOST = "main"
+"""The host of the stack's own engine, etcd, registry, Prefect and everything not on a host of its own."""
+
 
 @dataclass
 class Component(ABC):
@@ -64,6 +67,13 @@ class Component(ABC):
     """Restarted within a second when it exits unasked (``shipline.stack.supervise``)."""
     stop_signal: signal.Signals = signal.SIGTERM
     """What ``down`` sends first to ask the process to shut down cleanly."""
+    engine: str = ""
+    """The (simulated) host the component belongs to, named by its Docker engine; ``""``: the main host."""
+
+    @property
+    def host_name(self) -> str:
+        """The host ``status`` lists the component under."""
+        return self.engine or MAIN_HOST
 
     @property
     @abstractmethod
@@ -94,6 +104,9 @@ class Component(ABC):
 
     def prepare(self) -> None:  # noqa: B027 - an optional hook; most components need no files
         """Create the directories and configuration files the process reads."""
+
+    def stopped(self) -> None:  # noqa: B027 - an optional hook; most components leave nothing behind
+        """Release what the stopped process left on the machine (``down`` calls it once it is gone)."""
 
     def ready(self) -> None:  # noqa: B027 - an optional hook; most components need nothing more
         """Bring the answering component into the state Shipline needs (idempotent).
@@ -131,41 +144,92 @@ def _http_ok(
 
 @dataclass
 class DockerEngine(Component):
+    """A Docker Engine: the stack's own (``engine=""``), or the engine of one host of the scale profile.
+
+    A host's engine has a socket, data root, exec root (its containerd's state) and pid file of its own,
+    so two engines share nothing but the kernel; like the stack's, it makes no bridge and no iptables
+    rules (instances use the host's network). It pulls from the stack's registry on loopback, which
+    dockerd trusts over plain HTTP (127.0.0.0/8 is an insecure registry by default).
+    """
+
     name: str = "docker"
     binary: str = "dockerd"
     package: str = "docker.io"
     start_timeout: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.engine:
+            self.name = f"docker-{self.engine}"
+
+    @property
+    def socket(self) -> Path:
+        return self.settings.engine_socket(self.engine)
+
     @property
     def url(self) -> str:
-        return self.settings.docker_url
+        return self.settings.engine_url(self.engine)
 
     def storage_driver(self) -> str:
         if self.settings.docker_storage_driver != "auto":
             return self.settings.docker_storage_driver
         return "overlay2" if overlay_supported(self.settings.home) else "vfs"
 
+    @property
+    def exec_root(self) -> Path | None:
+        """A host engine's exec root (its containerd's state, network namespaces); None for the stack's."""
+        return self.settings.run_dir / f"docker-{self.engine}" if self.engine else None
+
     def command(self) -> list[str]:
+        s, suffix = self.settings, f"-{self.engine}" if self.engine else ""
+        own_exec_root = [f"--exec-root={self.exec_root}"] if self.exec_root else []
         return [
             self.resolve_binary() or self.binary,
             "--iptables=false",
             "--ip-masq=false",
             "--bridge=none",
             f"--storage-driver={self.storage_driver()}",
-            f"--data-root={self.settings.home / 'docker'}",
-            f"--pidfile={self.settings.run_dir / 'dockerd.pid'}",
-            f"--host={self.settings.docker_url}",
+            f"--data-root={s.home / f'docker{suffix}'}",
+            *own_exec_root,
+            f"--pidfile={s.run_dir / f'dockerd{suffix}.pid'}",
+            f"--host={self.url}",
         ]
 
+    def prepare(self) -> None:
+        if self.engine:
+            self.socket.unlink(missing_ok=True)  # left by an engine that was killed
+            self.stopped()
+
+    def stopped(self) -> None:
+        # dockerd leaves its default network namespace mounted under its exec root when it exits; a
+        # host engine's is the stack's to release, or its home could never be removed.
+        if self.exec_root is not None:
+            unmount_below(self.exec_root)
+
     def probe(self, record: ProcessRecord | None = None) -> bool:
-        if not self.settings.docker_socket.exists():
+        if not self.socket.exists():
             return False
-        transport = httpx.HTTPTransport(uds=str(self.settings.docker_socket))
+        transport = httpx.HTTPTransport(uds=str(self.socket))
         response = _http_ok("http://docker/_ping", transport=transport)
         return response is not None and response.text == "OK"
 
     def fix_hint(self) -> str:
         return f"read {self.log}; dockerd needs root (run as root, or start your own engine at {self.url})"
+
+
+def unmount_below(directory: Path) -> list[str]:
+    """Detach every mount at or below ``directory`` (deepest first); return the mount points detached."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    top = str(directory.resolve())
+    # /proc/mounts escapes spaces and tabs in paths as octal (\040); Shipline's paths have none.
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    below = sorted((p for p in points if p == top or p.startswith(top + "/")), key=len, reverse=True)
+    program = find_program("umount") or "umount"
+    for point in below:
+        subprocess.run([program, "--lazy", point], check=False, capture_output=True)
+    return below
 
 
 def overlay_supported(path: Path) -> bool:
@@ -411,6 +475,7 @@ class Nginx(Component):
 
     def __post_init__(self) -> None:
         self.port = self.settings.nginx_port
+        self.engine = self.settings.edge_engine
 
     @property
     def url(self) -> str:
@@ -839,6 +904,7 @@ class DiscoverDaemon(ProjectProcess):
 
     def __post_init__(self) -> None:
         self.port = self.settings.discover_port
+        self.engine = self.settings.edge_engine
 
     @property
     def url(self) -> str:
@@ -876,20 +942,48 @@ class WebService(ProjectProcess):
         return response is not None and response.text == "ok"
 
 
+def _engine_arguments(settings: Settings, engine: str) -> list[str]:
+    """``--docker-host`` of a host's daemon: its engine (none for the stack's own, the daemons' default)."""
+    return ["--docker-host", settings.engine_url(engine)] if engine else []
+
+
 @dataclass
 class RegistratorDaemon(ProjectProcess):
-    """``shipline registrator``: this host's Shipline containers in etcd (every environment)."""
+    """``shipline registrator``: one host's Shipline containers in etcd, at that host's address.
+
+    With hosts of their own (the scale profile), each host runs one for its environments (``--env``), at
+    its address (``--ip``) on its engine (``--docker-host``); the main host's keeps the others.
+    """
 
     name: str = "registrator"
     binary: str = "shipline"
     start_timeout: float = 30.0
 
+    def __post_init__(self) -> None:
+        if self.engine:
+            self.name = f"registrator-{self.engine}"
+
+    @property
+    def ip(self) -> str:
+        return self.settings.engines.get(self.engine, self.settings.host)
+
     @property
     def url(self) -> str:
-        return f"{self.settings.etcd_url} (/{{APP}}_{{ENV}}/)"
+        return f"{self.settings.etcd_url} (/{{APP}}_{{ENV}}/{self.ip}-{{PORT}})"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "shipline", "registrator"]
+        scoped = []
+        if self.settings.environment_hosts:  # each host registers its own environments only
+            scoped = [f"--env={env}" for env in self.settings.engine_environments(self.engine)]
+            scoped.append(f"--ip={self.ip}")
+        return [
+            sys.executable,
+            "-m",
+            "shipline",
+            "registrator",
+            *_engine_arguments(self.settings, self.engine),
+            *scoped,
+        ]
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
         # It serves nothing to ask: it is up once its first resync with etcd and Docker is done.
@@ -905,14 +999,26 @@ class LogsAgent(ProjectProcess):
     start_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        self.needs = ("docker", "postgres") if self.settings.log_store == "postgresql" else ("docker",)
+        docker = f"docker-{self.engine}" if self.engine else "docker"
+        self.needs = (docker, "postgres") if self.settings.log_store == "postgresql" else (docker,)
+        if self.engine:
+            self.name = f"logs-agent-{self.engine}"
 
     @property
     def url(self) -> str:
         return f"{self.settings.logs_page_url} (search)"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "shipline", "logs", "agent"]
+        named = ["--host-name", self.engine] if self.engine else []
+        return [
+            sys.executable,
+            "-m",
+            "shipline",
+            "logs",
+            "agent",
+            *_engine_arguments(self.settings, self.engine),
+            *named,
+        ]
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
         # It serves nothing to ask: it is up once its first scan of containers and checkpoints is done.
@@ -960,6 +1066,8 @@ class Worker(ProjectProcess):
 
     def __post_init__(self) -> None:
         self.name = f"worker-{self.pool}"
+        host = self.settings.host_of(self.pool)
+        self.engine = host.engine if host else ""
 
     @property
     def worker_name(self) -> str:
@@ -970,13 +1078,17 @@ class Worker(ProjectProcess):
         return f"{self.settings.prefect_url}/work-pools/work-pool/{self.pool}"
 
     def environment(self) -> dict[str, str]:
-        # Flows read which environment they run in from their worker.
+        # Flows read which environment they run in from their worker. Its host's engine and address are
+        # there for the operator's tools; the flows read them from the environment's block.
+        host = self.settings.host_of(self.pool)
         return {
             **super().environment(),
             "SHIPLINE_WORKER_POOL": self.pool,
             "SHIPLINE_WORKER_NAME": self.worker_name,
             # Its flow runs start as children of this host's flow starter (the pools' command).
             "SHIPLINE_FLOW_STARTER_SOCKET": str(self.settings.flow_starter_socket),
+            "DOCKER_HOST": self.settings.engine_url(self.engine),
+            "SHIPLINE_ADVERTISE_IP": host.ip if host else self.settings.host,
         }
 
     def command(self) -> list[str]:
@@ -1025,9 +1137,12 @@ class Worker(ProjectProcess):
 
 
 def infrastructure(settings: Settings) -> list[Component]:
-    """The stack's servers, in start order."""
+    """The stack's servers, in start order; with hosts of their own (the scale profile), each host's
+    Docker engine, registrator and logs agent too."""
+    engines = list(settings.engines)
     return [
         DockerEngine(settings),
+        *(DockerEngine(settings, engine=engine) for engine in engines),
         *etcd_members(settings),
         Registry(settings),
         Nginx(settings),
@@ -1035,7 +1150,9 @@ def infrastructure(settings: Settings) -> list[Component]:
         PrefectServer(settings),
         DiscoverDaemon(settings),
         RegistratorDaemon(settings),
+        *(RegistratorDaemon(settings, engine=engine) for engine in engines),
         LogsAgent(settings),
+        *(LogsAgent(settings, engine=engine) for engine in engines),
         WebService(settings),
         FlowStarter(settings),
     ]

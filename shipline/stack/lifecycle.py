@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shipline.config import Settings
 from shipline.errors import ComponentStartError, MissingBinaryError, PortInUseError
-from shipline.stack.components import Component, ProjectProcess, infrastructure, workers
+from shipline.stack.components import Component, DockerEngine, ProjectProcess, infrastructure, workers
 from shipline.stack.credentials import ensure_api_credential
 from shipline.stack.processes import ProcessRecord, ProcessTable
 from shipline.stack.sockets import find_listener
@@ -49,9 +49,12 @@ class ComponentStatus:
     restarts: int = 0
     """Times its supervisor started it again after it exited unasked."""
     last_exit: str | None = None
+    host: str = "main"
+    """The (simulated) host it runs on: ``main``, or a host of the scale profile (``pre``, ``prod``)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "host": self.host,
             "state": str(self.state),
             "url": self.url,
             "managed": self.managed,
@@ -107,6 +110,7 @@ def component_status(component: Component, table: ProcessTable) -> ComponentStat
         log=str(component.log),
         restarts=supervision.restarts if supervision else 0,
         last_exit=supervision.last_exit if supervision else None,
+        host=component.host_name,
     )
 
 
@@ -299,11 +303,14 @@ def down(
             record = table.running(component.name)
             if record is None:
                 table.forget(component.name)
+                if isinstance(component, DockerEngine) and not component.probe():
+                    component.stopped()  # an engine of ours that died unasked left its mounts
                 continue
             report(f"  {component.name:<12} stopping (pid {record.pid})")
-            timeout = 45.0 if component.name == "docker" else 20.0
+            timeout = 45.0 if isinstance(component, DockerEngine) else 20.0
             if table.stop(component.name, timeout=timeout, stop_signal=component.stop_signal):
                 stopped.append(component.name)
+            component.stopped()
         if components is None:
             # etcd members `up` started with another SHIPLINE_ETCD_MEMBERS than this process has: ours too.
             known = {component.name for component in chosen}

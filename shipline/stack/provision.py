@@ -261,7 +261,8 @@ def _apply_blocks(settings: Settings, report: Report) -> None:
     for block_type in BLOCK_TYPES:
         block_type.register_type_and_schema()
     wanted: list[tuple[str, Any]] = [
-        (env, ShiplineEnvironment(work_pool=env, **values)) for env, values in ENVIRONMENT_DEFAULTS.items()
+        (env, ShiplineEnvironment(work_pool=env, **values, **environment_host(settings, env)))
+        for env, values in ENVIRONMENT_DEFAULTS.items()
     ]
     stack_registry = Registry.of_stack(settings)
     wanted.append(("default", ShiplineRegistry(**stack_registry.model_dump(exclude={"insecure"}))))
@@ -279,6 +280,15 @@ def _apply_blocks(settings: Settings, report: Report) -> None:
             saved.save(name, overwrite=True)
             report(f"  prefect      saved the stack registry's login into block shipline-registry/{name}")
     _remove_retired_blocks(report)
+
+
+def environment_host(settings: Settings, env: str) -> dict[str, str]:
+    """Where an environment's block points: its host's engine and address (the scale profile), else the
+    stack's engine at the stack's address."""
+    host = settings.host_of(env)
+    if host is None:
+        return {"docker_host": settings.docker_url, "advertise_ip": settings.host}
+    return {"docker_host": settings.engine_url(host.engine), "advertise_ip": host.ip}
 
 
 def _stale_login(saved: Any, stack_registry: Registry) -> bool:

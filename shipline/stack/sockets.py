@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,13 @@ class Listener:
 
 def _listeners(proc_net: Path) -> list[tuple[int, str]]:
     """(port, socket inode) of every listening TCP socket."""
+    return [(port, inode) for _, port, inode in _listening_sockets(proc_net)]
+
+
+def _listening_sockets(
+    proc_net: Path,
+) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, str]]:
+    """(address, port, socket inode) of every listening TCP socket."""
     found = []
     for table in ("tcp", "tcp6"):
         try:
@@ -34,17 +42,32 @@ def _listeners(proc_net: Path) -> list[tuple[int, str]]:
             fields = line.split()
             local, state, inode = fields[1], fields[3], fields[9]
             if state == _LISTEN:
-                found.append((int(local.rsplit(":", 1)[1], 16), inode))
+                address, port = local.rsplit(":", 1)
+                found.append((_address(address), int(port, 16), inode))
     return found
+
+
+def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as /proc/net/tcp{,6} prints it: 32-bit words in the host's (little-endian) order."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
 
 
 def _listening_inodes(port: int, proc_net: Path) -> set[str]:
     return {inode for listening, inode in _listeners(proc_net) if listening == port}
 
 
-def listening_ports(*, proc: Path = Path("/proc")) -> set[int]:
-    """Every TCP port something listens on, on this host."""
-    return {port for port, _ in _listeners(proc / "net")}
+def listening_ports(address: str | None = None, *, proc: Path = Path("/proc")) -> set[int]:
+    """Every TCP port something listens on, on this host; with ``address``, only those that a socket
+    bound to it would clash with (sockets on that address, or on every address)."""
+    wanted = ipaddress.ip_address(address) if address is not None else None
+    ports = set()
+    for bound, port, _ in _listening_sockets(proc / "net"):
+        mapped = bound.ipv4_mapped if isinstance(bound, ipaddress.IPv6Address) else None
+        if wanted is None or bound.is_unspecified or wanted in (bound, mapped):
+            ports.add(port)
+    return ports
 
 
 def _owner(inodes: set[str], proc: Path) -> tuple[int, str] | None:

@@ -67,6 +67,7 @@ def test_status_json_lists_every_component(monkeypatch: pytest.MonkeyPatch, tmp_
     assert document["all_up"] is True
     assert list(document["components"]) == names
     assert document["components"]["worker-prod"] == {
+        "host": "main",
         "state": "up",
         "url": "http://x/worker-prod",
         "managed": True,

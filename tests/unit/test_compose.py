@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from shipline.docker import compose_binary
 from shipline.errors import DeployError, SpecError
@@ -57,8 +58,11 @@ def request(spec_text: str = SPEC, env: str = "prod") -> ReleaseRequest:
 def compose_file(
     req: ReleaseRequest, release: int, ports: list[int], allowed: tuple[str, ...] = ("NET_BIND_SERVICE",)
 ) -> ComposeFile:
-    """The compose file in an environment whose block allows ``allowed`` and 1024 pids per instance."""
-    return compose_file_for(req, release, ports, pids_limit=1024, allowed_capabilities=allowed)
+    """The compose file in an environment whose block allows ``allowed`` and 1024 pids per instance, on a
+    host whose advertise address is 127.0.0.3."""
+    return compose_file_for(
+        req, release, ports, pids_limit=1024, allowed_capabilities=allowed, address="127.0.0.3"
+    )
 
 
 def run_compose_config(
@@ -96,7 +100,12 @@ def test_compose_accepts_the_file_with_host_networking_and_labels(tmp_path: Path
     service = services["shop-22001"]
     assert service["network_mode"] == "host"
     assert service["image"] == f"127.0.0.1:5000/apps/shop@{DIGEST}"
-    assert service["environment"] == {"PORT": "22001", "GREETING": "hello: world", "LOG_LEVEL": "info"}
+    assert service["environment"] == {
+        "PORT": "22001",
+        "BIND": "127.0.0.3",  # the host's advertise address: instances of two hosts may share a port
+        "GREETING": "hello: world",
+        "LOG_LEVEL": "info",
+    }
     assert service["labels"] == {
         "shipline.app": "shop",
         "shipline.env": "prod",
@@ -136,7 +145,7 @@ def test_a_spec_that_asks_for_nothing_gets_nothing_back(tmp_path: Path) -> None:
 
 def test_an_environment_the_spec_does_not_name_gets_no_variables(tmp_path: Path) -> None:
     model = compose_config(render_compose(compose_file(request(env="qa"), 1, [23000])), tmp_path)
-    assert model["services"]["shop-23000"]["environment"] == {"PORT": "23000"}
+    assert model["services"]["shop-23000"]["environment"] == {"PORT": "23000", "BIND": "127.0.0.3"}
 
 
 def test_dollar_signs_stay_literal(tmp_path: Path) -> None:
@@ -257,3 +266,10 @@ def test_a_secret_left_unread_is_refused_before_compose_runs() -> None:
     compose = compose_file(request(WITH_SECRETS), 7, [22000])
     with pytest.raises(DeployError, match="shop-prod: no value was read for DB_PASSWORD"):
         compose.passed_environment({})
+
+
+def test_the_address_is_an_ip_address_and_its_variable_the_specs() -> None:
+    with pytest.raises(ValidationError, match="address"):
+        compose_file_for(request(), 1, [22000], pids_limit=64, address="127.0.0.3\n    privileged: true")
+    spec = SPEC.replace("service:\n", "service:\n  address_variable: LISTEN_HOST\n", 1)
+    assert '"LISTEN_HOST": "127.0.0.3"' in render_compose(compose_file(request(spec), 1, [22000]))

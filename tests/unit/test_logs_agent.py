@@ -215,3 +215,17 @@ def test_a_removed_container_is_read_to_its_end_and_forgotten(
     assert stored_messages(store) == ["one", "two", "three"]
     assert store.checkpoints() == {}
     assert agent.files == {}
+
+
+def test_agents_of_two_hosts_on_one_store_keep_each_others_checkpoints(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    pre, prod = FileContainers(tmp_path / "pre-engine"), FileContainers(tmp_path / "prod-engine")
+    pre.add("a1", env="pre").print("pre one")
+    prod.add("b1", env="prod").print("prod one")
+    drain(new_agent(store, pre))
+    drain(new_agent(store, prod))  # its start meets the PRE host's checkpoints: not its own, so kept
+    assert len(store.checkpoints()) == 2
+    pre.logs["a1"][0].print("pre two")
+    drain(new_agent(store, pre))  # a restarted PRE agent resumes at its checkpoint
+    assert sorted(stored_messages(store)) == ["pre one", "pre two", "prod one"]

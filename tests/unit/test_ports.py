@@ -2,7 +2,7 @@ import os
 import socket
 from pathlib import Path
 
-from shipline.stack.sockets import find_listener
+from shipline.stack.sockets import find_listener, listening_ports
 
 
 def _listening_socket() -> socket.socket:
@@ -42,3 +42,16 @@ def test_listener_found_in_a_fake_proc_tree(tmp_path: Path) -> None:
     assert listener is not None
     assert (listener.pid, listener.program) == (77, "nginx")
     assert find_listener(8081, proc=tmp_path) is None
+
+
+def test_a_port_taken_on_one_loopback_address_is_free_on_another() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.2", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert port in listening_ports("127.0.0.2") and port in listening_ports()
+        assert port not in listening_ports("127.0.0.3")  # another host's instance may use the same port
+    with socket.socket() as everywhere:
+        everywhere.bind(("0.0.0.0", 0))  # noqa: S104 - a socket on every address clashes with each
+        everywhere.listen()
+        assert everywhere.getsockname()[1] in listening_ports("127.0.0.3")

@@ -187,3 +187,14 @@ def test_a_release_started_by_hand_meets_the_same_rule() -> None:
 )
 def test_which_names_look_secret(name: str, secret: bool) -> None:
     assert looks_secret(name) is secret
+
+
+def test_the_address_variable_is_shiplines_to_set() -> None:
+    assert parse_spec(VALID).service.address_variable == "BIND"
+    clash = VALID.replace("  health_path: /healthz\n", "  health_path: /healthz\n  address_variable: PORT\n")
+    assert "address_variable and port_variable are both PORT" in problems(clash)
+    set_by_spec = VALID.replace("{GREETING: hello}", "{GREETING: hello, BIND: 0.0.0.0}")
+    assert "sets BIND, which Shipline sets per instance" in problems(set_by_spec)
+    assert "address_variable" in problems(
+        VALID.replace("  health_path:", "  address_variable: bind-to\n  health_path:")
+    )

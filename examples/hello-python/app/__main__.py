@@ -1,4 +1,4 @@
-"""Serve on 127.0.0.1:$PORT until SIGTERM."""
+"""Serve on $BIND:$PORT (the address and port Shipline gives each instance) until SIGTERM."""
 
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ public final class Hello {
 
     public static void main(String[] args) throws IOException {
         int port = Integer.parseInt(System.getenv().getOrDefault("PORT", "8000"));
-        HttpServer server = HttpServer.create(new InetSocketAddress("127.0.0.1", port), 64);
+        String bind = System.getenv().getOrDefault("BIND", "127.0.0.1");  // the address Shipline gives it
+        HttpServer server = HttpServer.create(new InetSocketAddress(bind, port), 64);
         server.createContext("/", exchange -> {
             String[] answer = respond(exchange.getRequestURI().getPath());
             byte[] body = answer[1].getBytes(StandardCharsets.UTF_8);

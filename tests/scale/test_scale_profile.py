@@ -1,0 +1,323 @@
+"""`shipline up --profile scale` end to end: PRE and PROD each on a Docker engine and an address of its own.
+
+One stack of the scale profile, in a temporary home on free ports, brought up through the CLI as a user
+does and stopped at the end (`shipline down`: every process it started, its two engines included). The
+hello-python sample goes commit → PRE → PROD; each engine must list only its own environment's
+instances, etcd must name each host's address, nginx must reach PROD's. Then the PROD host's engine is
+stopped in the middle of a release to PROD: the release fails, naming the engine; PRE is untouched and no
+port stays reserved; once the engine is back, a rollback and a retire reach it.
+
+The tests of this module run in order and share the stack and the app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+from docker.errors import APIError, DockerException
+
+from shipline.config import PROJECT_ROOT
+from tests.waiting import eventually
+
+EXAMPLE = PROJECT_ROOT / "examples" / "hello-python"
+PORT_SETTINGS = ("PREFECT", "ETCD", "ETCD_PEER", "REGISTRY", "NGINX", "DISCOVER", "WEB", "POSTGRES")
+HOSTS = {"pre": "127.0.0.2", "prod": "127.0.0.3"}
+
+
+@dataclass(frozen=True)
+class ScaleStack:
+    """The stack under test: its home, its settings as variables, and how to run `shipline` on it."""
+
+    home: Path
+    env: dict[str, str]
+
+    def shipline(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shipline", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=PROJECT_ROOT,
+        )
+
+    def json(self, *args: str) -> Any:
+        done = self.shipline(*args, "--json")
+        assert done.returncode == 0, f"shipline {' '.join(args)}: {done.stderr}"
+        return json.loads(done.stdout)
+
+    def port(self, name: str) -> int:
+        return int(self.env[f"SHIPLINE_{name}_PORT"])
+
+    def engine(self, host: str) -> docker.DockerClient:
+        return docker.DockerClient(base_url=f"unix://{self.home}/run/docker-{host}.sock", timeout=30)
+
+    def engine_pid(self, host: str) -> int:
+        return int(json.loads((self.home / "run" / f"docker-{host}.json").read_text())["pid"])
+
+    def reserved_ports(self, host: str) -> list[int]:
+        """The port reservations etcd holds on ``host``'s address (read as the stack's own processes do)."""
+        code = (
+            "import asyncio, json\n"
+            "from shipline.config import load_settings\n"
+            "from shipline.etcd_client import connect\n"
+            "from shipline.release.ports import reserved_ports\n"
+            "async def main():\n"
+            "    async with connect(load_settings().etcd_url) as etcd:\n"
+            f"        print(json.dumps(sorted(await reserved_ports(etcd, {host!r}))))\n"
+            "asyncio.run(main())\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return list(json.loads(done.stdout))
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
+    """A scale-profile stack of this module only; `shipline down` stops all it started, engines included."""
+    home = tmp_path_factory.mktemp("scale") / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPLINE_", "PREFECT_"))}
+    env |= {"SHIPLINE_PROFILE": "scale", "SHIPLINE_HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
+    env |= {
+        f"SHIPLINE_{name}_PORT": str(port) for name, port in zip(PORT_SETTINGS, free_ports(8), strict=True)
+    }
+    stack = ScaleStack(home, env)
+    try:
+        up = stack.shipline("up", timeout=600)
+        assert up.returncode == 0, f"the scale stack did not come up:\n{up.stdout}\n{up.stderr}"
+        yield stack
+    finally:
+        down = stack.shipline("down", timeout=300)
+        _remove_images_of(stack.port("REGISTRY"))
+        assert down.returncode == 0, down.stderr
+        assert not [p for p in (home / "run").glob("*.json") if p.name != "provisioned.json"], "left running"
+        assert str(home) not in Path("/proc/mounts").read_text(), "an engine's mounts were left behind"
+
+
+def _remove_images_of(registry_port: int) -> None:
+    """The images this stack's builds left on the machine's shared engine (tagged with its registry)."""
+    client = docker.from_env()
+    prefix = f"127.0.0.1:{registry_port}/"
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                with contextlib.suppress(APIError):
+                    client.images.remove(tag, noprune=False)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python sample under an app name of its own."""
+    app = f"scale-{uuid.uuid4().hex[:8]}"
+    copy = tmp_path_factory.mktemp("sample") / app
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("__pycache__", "reports", "REVISION"))
+    spec = copy / "shipline.yaml"
+    spec.write_text(spec.read_text().replace("app: hello-python", f"app: {app}"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def delivered(stack: ScaleStack, sample: Path) -> dict[str, Any]:
+    """The sample delivered to PRE and PROD once: `shipline run --json`'s report."""
+    done = stack.shipline("run", str(sample), "--json")
+    assert done.stdout, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert done.returncode == 0 and report["state"] == "Completed", report
+    return report
+
+
+def containers(client: docker.DockerClient, app: str) -> list[tuple[str, str]]:
+    """(env, release) of every container of ``app`` on an engine."""
+    found = client.containers.list(all=True, filters={"label": f"shipline.app={app}"})
+    return sorted((c.labels["shipline.env"], c.labels["shipline.release"]) for c in found)
+
+
+def test_status_lists_every_process_under_its_host(stack: ScaleStack) -> None:
+    document = stack.json("status")
+    assert document["profile"] == "scale" and document["all_up"], document
+    hosts = {name: c["host"] for name, c in document["components"].items()}
+    for host in ("pre", "prod"):
+        assert {n for n, h in hosts.items() if h == host} >= {
+            f"docker-{host}",
+            f"registrator-{host}",
+            f"logs-agent-{host}",
+            f"worker-{host}",
+        }
+    assert hosts["nginx"] == hosts["discover"] == "prod"
+    assert {hosts[n] for n in ("etcd", "registry", "prefect", "postgres", "worker-ci")} == {"main"}
+    assert {document["components"][f"docker-{h}"]["managed"] for h in HOSTS} == {True}
+
+
+def test_pre_and_prod_each_run_on_their_own_engine(stack: ScaleStack, delivered: dict[str, Any]) -> None:
+    app, digest = delivered["app"], delivered["digest"]
+    assert containers(stack.engine("pre"), app) == [("pre", "1")]
+    assert containers(stack.engine("prod"), app) == [("prod", "1"), ("prod", "1")]
+    assert containers(docker.from_env(), app) == []  # ci's engine builds; it runs no instance
+    for host in HOSTS:
+        for container in stack.engine(host).containers.list(filters={"label": f"shipline.app={app}"}):
+            assert container.attrs["Config"]["Image"].endswith(digest)  # pulled from the shared registry
+            assert container.attrs["Config"]["Env"].count(f"BIND={HOSTS[host]}") == 1
+    services = stack.json("services", app)
+    assert sorted(s["env"] for s in services) == ["pre", "prod", "prod"]
+    for service in services:
+        ip = HOSTS[service["env"]]
+        assert service["key"] == f"/{app}_{service['env'].upper()}/{ip}-{service['port']}"
+        version = httpx.get(f"http://{ip}:{service['port']}/version", timeout=5).json()
+        assert version["sha"] == delivered["sha"]
+        other = next(address for address in HOSTS.values() if address != ip)
+        with pytest.raises(httpx.ConnectError):  # bound to its host's address only
+            httpx.get(f"http://{other}:{service['port']}/version", timeout=5)
+    through_nginx = httpx.get(
+        f"http://127.0.0.1:{stack.port('NGINX')}/version",
+        headers={"Host": f"{app}.prod.localhost"},
+        timeout=5,
+    )
+    assert through_nginx.json()["sha"] == delivered["sha"]
+    releases = {env: stack.json("releases", app, "--env", env) for env in HOSTS}
+    assert {r[-1]["digest"] for r in releases.values()} == {digest}
+    eventually(
+        lambda: (
+            {(line["env"], line["host"]) for line in stack.json("logs", "search", "listening", "--app", app)}
+            == {("pre", "pre"), ("prod", "prod")}
+        ),
+        timeout=30,
+        interval=0.5,
+        what="each instance's first line in the log store, tagged with its host by that host's agent",
+    )
+
+
+def slow_to_start_in_prod(sample: Path) -> None:
+    """A new commit whose PROD instances wait 30 s before they listen (PRE's start at once)."""
+    main = sample / "app" / "__main__.py"
+    text = main.read_text().replace("import threading\n", "import threading\nimport time\n", 1)
+    main.write_text(
+        text.replace(
+            "def main() -> None:\n",
+            'def main() -> None:\n    time.sleep(float(os.environ.get("SLOW_START", "0")))\n',
+            1,
+        )
+    )
+    spec = sample / "shipline.yaml"
+    spec.write_text(
+        spec.read_text()
+        .replace("  health_path: /healthz\n", "  health_path: /healthz\n  health_timeout_seconds: 20\n", 1)
+        .replace("{GREETING: hello from PROD}", "{GREETING: hello from PROD, SLOW_START: '30'}", 1)
+    )
+
+
+def test_a_prod_engine_stopped_mid_release_fails_it_cleanly(
+    stack: ScaleStack, sample: Path, delivered: dict[str, Any]
+) -> None:
+    app = delivered["app"]
+    slow_to_start_in_prod(sample)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", str(sample), "--json"],
+        env=stack.env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        prod = stack.engine("prod")
+        eventually(
+            lambda: containers(prod, app).count(("prod", "2")) == 2,
+            timeout=600,
+            interval=0.5,
+            what="release 2's instances on the PROD engine",
+        )
+        os.kill(stack.engine_pid("prod"), signal.SIGTERM)  # the PROD host's engine stops
+        out, err = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    report = json.loads(out)
+    assert run.returncode == 1 and report["state"] == "Failed", (report, err)
+    socket_path = f"{stack.home}/run/docker-prod.sock"
+    assert f"Docker Engine at unix://{socket_path} does not answer" in report["message"]
+    assert report["stages"]["release-to-pre"] == "Completed"
+    assert report["stages"]["release-to-prod"] == "Failed"
+    prod_history = stack.json("releases", app, "--env", "prod")
+    assert [(r["number"], r["status"]) for r in prod_history] == [(1, "live"), (2, "failed")]
+    assert stack.reserved_ports("127.0.0.3") == []  # given back, though the engine never answered again
+    assert stack.reserved_ports("127.0.0.2") == []
+    # PRE took the new commit before PROD's release began; the fault on PROD's host left it serving.
+    assert containers(stack.engine("pre"), app) == [("pre", "2")]
+    assert stack.json("releases", app, "--env", "pre")[-1]["status"] == "live"
+    (pre,) = [s for s in stack.json("services", app) if s["env"] == "pre"]
+    new_sha = stack.json("releases", app, "--env", "pre")[-1]["sha"]
+    assert new_sha != delivered["sha"]
+    assert httpx.get(f"http://127.0.0.2:{pre['port']}/version", timeout=5).json()["sha"] == new_sha
+    with pytest.raises(DockerException):
+        stack.engine("prod").ping()
+    # PROD's registrator keeps no lease while its engine is away: its host's keys expire, PRE's stay.
+    eventually(
+        lambda: sorted(s["env"] for s in stack.json("services", app)) == ["pre"],
+        timeout=30,
+        interval=0.5,
+        what="PROD's keys expired, PRE's key kept",
+    )
+
+
+def test_rollback_and_retire_reach_the_prod_engine_once_it_is_back(
+    stack: ScaleStack, delivered: dict[str, Any]
+) -> None:
+    app = delivered["app"]
+    up = stack.shipline("up", timeout=600)
+    assert up.returncode == 0 and "docker-prod" in up.stdout, up.stdout + up.stderr
+    rolled = stack.shipline("rollback", app, "--env", "prod", "--to", "1")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    # The rollback's deploy removed what the failed release left on the engine (restarted with it), and
+    # deployed release 1's digest there again as release 3.
+    assert containers(stack.engine("prod"), app) == [("prod", "3"), ("prod", "3")]
+    history = stack.json("releases", app, "--env", "prod")
+    assert (history[-1]["number"], history[-1]["status"], history[-1]["digest"]) == (
+        3,
+        "live",
+        delivered["digest"],
+    )
+    keys = sorted(s["key"] for s in stack.json("services", app) if s["env"] == "prod")
+    assert len(keys) == 2 and all(key.startswith(f"/{app}_PROD/127.0.0.3-") for key in keys)
+    retired = stack.shipline("retire", app, "--env", "prod")
+    assert retired.returncode == 0, retired.stderr
+    assert containers(stack.engine("prod"), app) == []
+    assert len(containers(stack.engine("pre"), app)) == 1  # the other host keeps its instance
+    eventually(
+        lambda: not [s for s in stack.json("services", app) if s["env"] == "prod"],
+        timeout=30,
+        what="PROD's keys gone from etcd",
+    )
