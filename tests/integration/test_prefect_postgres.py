@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -63,7 +62,9 @@ class PrivateStack:
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         auth = self.settings.prefect_environment()["PREFECT_API_AUTH_STRING"]
-        return temporary_settings({PREFECT_API_URL: self.settings.prefect_api_url, PREFECT_API_AUTH_STRING: auth})
+        return temporary_settings(
+            {PREFECT_API_URL: self.settings.prefect_api_url, PREFECT_API_AUTH_STRING: auth}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,8 @@ def _states(runs: list[UUID]) -> list[str]:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return [str(client.read_flow_run(run).state_type.value) for run in runs]
+        types = [client.read_flow_run(run).state_type for run in runs]
+    return [kind.value if kind is not None else "NONE" for kind in types]
 
 
 def _ended(runs: list[UUID]) -> list[str] | None:
@@ -134,14 +136,17 @@ def _supervised_pid(settings: Settings, name: str) -> tuple[int | None, int]:
 
 def test_postgresql_restarted_under_runs_in_flight_needs_no_operator(private: PrivateStack) -> None:
     from prefect import Flow
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     s = private.settings
     with private.client():
         flow = cast(Flow[..., Any], Flow.from_source(source=str(PROJECT_ROOT), entrypoint=NAPPING))
         cast(Any, flow).to_deployment(name="restart-test", work_pool_name="pre").apply()
+        # From synchronous code, Prefect's dual sync/async function returns the flow run itself.
         runs = [
-            run_deployment("napping/restart-test", parameters={"seconds": 3}, timeout=0).id for _ in range(4)
+            cast(FlowRun, run_deployment("napping/restart-test", parameters={"seconds": 3}, timeout=0)).id
+            for _ in range(4)
         ]
         eventually(lambda: "RUNNING" in _states(runs), timeout=90, interval=0.5, what="a run in flight")
         before = {name: _supervised_pid(s, name) for name in ("prefect", "worker-pre")}
@@ -166,7 +171,7 @@ def test_postgresql_restarted_under_runs_in_flight_needs_no_operator(private: Pr
             what="every run in flight in a final state",
         )
         assert ended == ["COMPLETED"] * len(runs), ended
-        after = run_deployment("napping/restart-test", parameters={"seconds": 0}, timeout=120)
+        after = cast(FlowRun, run_deployment("napping/restart-test", parameters={"seconds": 0}, timeout=120))
         assert after.state is not None and after.state.is_completed(), after.state
     # Nobody restarted the server or the worker: the same processes answer, none restarted by its supervisor.
     assert {name: _supervised_pid(s, name) for name in before} == before

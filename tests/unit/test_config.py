@@ -77,7 +77,7 @@ def test_the_security_suite_may_be_turned_off_but_is_on_by_default(monkeypatch: 
     assert load_settings().debian_security_mirror == "https://security.debian.org/debian-security"
 
 
-def test_every_prefect_client_retries_a_500_as_prefect_reads_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_prefect_client_retries_a_500(monkeypatch: pytest.MonkeyPatch) -> None:
     # While PostgreSQL restarts, Prefect's server answers 500 to what cannot connect: a client that gave up
     # at once left its run Pending or Running for ever (tests/integration/test_prefect_postgres.py).
     from prefect.settings import Settings as PrefectSettings
