@@ -20,6 +20,7 @@ def main() -> int:
         etcd_failover,
         logs,
         pipeline,
+        prefect_api,
         rolling,
         routing,
         supervision,
@@ -38,6 +39,7 @@ def main() -> int:
         "etcd_failover",
         "webhook",
         "logs",
+        "prefect_api",
     ]
     benches = (
         ("build", build),
@@ -51,6 +53,7 @@ def main() -> int:
         ("etcd_failover", etcd_failover),
         ("webhook", webhook),
         ("logs", logs),
+        ("prefect_api", prefect_api),
     )
     for name, module in benches:
         if name not in chosen:

@@ -580,6 +580,10 @@ class Settings(BaseSettings):
             "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_home / "storage"),
             # The server refuses state changes without a token it issued (the client fetches one).
             "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true",
+            # While its database restarts, Prefect's server answers 500 to what cannot connect (a refused
+            # connection is not one of the errors it maps to 503): clients retry it like a 503, with
+            # backoff (about a minute in all), so runs in flight and workers ride out the restart.
+            "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
             "SHIPLINE_PROJECT_DIR": str(PROJECT_ROOT),
             "SHIPLINE_PROFILE": self.profile,
             "SHIPLINE_HOME": str(self.home),

@@ -75,3 +75,13 @@ def test_the_security_suite_may_be_turned_off_but_is_on_by_default(monkeypatch: 
     assert load_settings().debian_security_mirror == ""
     monkeypatch.setenv("SHIPLINE_DEBIAN_SECURITY_MIRROR", "https://security.debian.org/debian-security/")
     assert load_settings().debian_security_mirror == "https://security.debian.org/debian-security"
+
+
+def test_every_prefect_client_retries_a_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    # While PostgreSQL restarts, Prefect's server answers 500 to what cannot connect: a client that gave up
+    # at once left its run Pending or Running for ever (tests/integration/test_prefect_postgres.py).
+    from prefect.settings import Settings as PrefectSettings
+
+    for key, value in load_settings().prefect_environment(credentials=False).items():
+        monkeypatch.setenv(key, value)
+    assert PrefectSettings().client.retry_extra_codes == {500}
