@@ -5,7 +5,8 @@ does and stopped at the end (`shipline down`: every process it started, its two 
 hello-python sample goes commit → PRE → PROD; each engine must list only its own environment's
 instances, etcd must name each host's address, nginx must reach PROD's. Then the PROD host's engine is
 stopped in the middle of a release to PROD: the release fails, naming the engine; PRE is untouched and no
-port stays reserved; once the engine is back, a rollback and a retire reach it.
+port stays reserved; once the engine is back, a rollback and a retire reach it — the rollback with one of
+the three etcd members killed while it runs.
 
 The tests of this module run in order and share the stack and the app.
 """
@@ -69,7 +70,11 @@ class ScaleStack:
         return docker.DockerClient(base_url=f"unix://{self.home}/run/docker-{host}.sock", timeout=30)
 
     def engine_pid(self, host: str) -> int:
-        return int(json.loads((self.home / "run" / f"docker-{host}.json").read_text())["pid"])
+        return self.pid(f"docker-{host}")
+
+    def pid(self, component: str) -> int:
+        """The pid of a process the stack started (its record under run/)."""
+        return int(json.loads((self.home / "run" / f"{component}.json").read_text())["pid"])
 
     def reserved_ports(self, host: str) -> list[int]:
         """The port reservations etcd holds on ``host``'s address (read as the stack's own processes do)."""
@@ -106,6 +111,27 @@ def free_ports(count: int) -> list[int]:
             each.close()
 
 
+def free_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now."""
+    for _ in range(50):
+        (first,) = free_ports(1)
+        if first + count > 65535:
+            continue
+        taken = []
+        try:
+            for port in range(first, first + count):
+                each = socket.socket()
+                taken.append(each)
+                each.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for each in taken:
+                each.close()
+    raise AssertionError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
     """A scale-profile stack of this module only; `shipline down` stops all it started, engines included."""
@@ -115,6 +141,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
     env |= {
         f"SHIPLINE_{name}_PORT": str(port) for name, port in zip(PORT_SETTINGS, free_ports(8), strict=True)
     }
+    # The 3 etcd members take client ports ETCD + 2i and peer ports ETCD_PEER + 2i: six in a row.
+    first = free_run(6)
+    env |= {"SHIPLINE_ETCD_PORT": str(first), "SHIPLINE_ETCD_PEER_PORT": str(first + 1)}
     stack = ScaleStack(home, env)
     try:
         up = stack.shipline("up", timeout=600)
@@ -178,7 +207,8 @@ def test_status_lists_every_process_under_its_host(stack: ScaleStack) -> None:
             f"worker-{host}",
         }
     assert hosts["nginx"] == hosts["discover"] == "prod"
-    assert {hosts[n] for n in ("etcd", "registry", "prefect", "postgres", "worker-ci")} == {"main"}
+    etcd = ("etcd-1", "etcd-2", "etcd-3")  # the profile's cluster (over TLS)
+    assert {hosts[n] for n in (*etcd, "registry", "prefect", "postgres", "worker-ci")} == {"main"}
     assert {document["components"][f"docker-{h}"]["managed"] for h in HOSTS} == {True}
 
 
@@ -299,8 +329,38 @@ def test_rollback_and_retire_reach_the_prod_engine_once_it_is_back(
     app = delivered["app"]
     up = stack.shipline("up", timeout=600)
     assert up.returncode == 0 and "docker-prod" in up.stdout, up.stdout + up.stderr
-    rolled = stack.shipline("rollback", app, "--env", "prod", "--to", "1")
-    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    rollback = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "rollback", app, "--env", "prod", "--to", "1"],
+        env=stack.env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # One etcd member dies while the release runs (the one every client lists first): the release
+        # goes on with the other two, and discovery keeps following.
+        eventually(
+            lambda: containers(stack.engine("prod"), app).count(("prod", "3")) >= 1,
+            timeout=300,
+            interval=0.2,
+            what="the rollback's release 3 starting on the PROD engine",
+        )
+        os.kill(stack.pid("etcd-1"), signal.SIGKILL)
+        out, err = rollback.communicate(timeout=600)
+    finally:
+        if rollback.poll() is None:
+            rollback.kill()
+    assert rollback.returncode == 0, out + err
+    nginx = f"http://127.0.0.1:{stack.port('NGINX')}/version"
+    eventually(  # release 1's digest again, routed by discover without etcd-1
+        lambda: (
+            httpx.get(nginx, headers={"Host": f"{app}.prod.localhost"}, timeout=5).json()["sha"]
+            == delivered["sha"]
+        ),
+        timeout=10,
+        what="nginx serving the rolled-back release",
+    )
     # The rollback's deploy removed what the failed release left on the engine (restarted with it), and
     # deployed release 1's digest there again as release 3.
     assert containers(stack.engine("prod"), app) == [("prod", "3"), ("prod", "3")]
@@ -312,6 +372,8 @@ def test_rollback_and_retire_reach_the_prod_engine_once_it_is_back(
     )
     keys = sorted(s["key"] for s in stack.json("services", app) if s["env"] == "prod")
     assert len(keys) == 2 and all(key.startswith(f"/{app}_PROD/127.0.0.3-") for key in keys)
+    restarted = stack.shipline("up", timeout=600)  # the dead member rejoins its cluster
+    assert restarted.returncode == 0 and "etcd-1" in restarted.stdout, restarted.stdout + restarted.stderr
     retired = stack.shipline("retire", app, "--env", "prod")
     assert retired.returncode == 0, retired.stderr
     assert containers(stack.engine("prod"), app) == []
