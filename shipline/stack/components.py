@@ -880,7 +880,7 @@ class PrefectServer(ProjectProcess):
         return [
             sys.executable,
             "-m",
-            "prefect",
+            "shipline.stack.prefect_server",  # prefect, its SQLite writes begun IMMEDIATE
             "server",
             "start",
             "--host",

@@ -1,0 +1,58 @@
+"""Prefect's server as the stack runs it: on SQLite, its write transactions begin IMMEDIATE.
+
+``python -m shipline.stack.prefect_server server start …`` is ``prefect server start …`` with one change.
+Prefect 3.9 begins its SQLite transactions DEFERRED unless a caller asks for a row lock: such a
+transaction reads, then writes, and when another write committed between the two, SQLite in WAL mode
+cannot upgrade its snapshot and fails at once with "database is locked" — the 60 s busy timeout does not
+apply. The API answers 503 and the client tries again 2 s later, then 4 s, then 8 s. On the way from a
+commit to PROD that cost 0–5 s per deploy lock (a concurrency slot with a lease) and per release run
+created from its deployment, and ten deliveries started at once lost half their runs to it. Begun
+IMMEDIATE, a transaction takes SQLite's write lock first, so a second writer waits its turn (the busy
+timeout) instead of failing; reads outside transactions are untouched, and WAL still lets them run beside
+a writer. Prefect's own SQLite set-up (``setup_sqlite``) names this cure. On PostgreSQL nothing changes.
+
+Where Prefect's internals differ from what this expects, the server runs as Prefect ships it.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+
+def begin_sqlite_writes_immediately() -> bool:
+    """Make Prefect's SQLite transactions begin IMMEDIATE; False when its internals are not as expected."""
+    from prefect.server.database import configurations
+
+    configuration = getattr(configurations, "AioSqliteConfiguration", None)
+    mode = getattr(configurations, "SQLITE_BEGIN_MODE", None)
+    if configuration is None or mode is None or not hasattr(configuration, "begin_transaction"):
+        return False
+
+    @asynccontextmanager
+    async def begin_transaction(
+        self: Any, session: Any, with_for_update: bool = False
+    ) -> AsyncGenerator[Any, None]:
+        token = mode.set("IMMEDIATE")
+        try:
+            async with session.begin() as transaction:
+                yield transaction
+        finally:
+            mode.reset(token)
+
+    configuration.begin_transaction = begin_transaction
+    return True
+
+
+def main() -> None:
+    if not begin_sqlite_writes_immediately():
+        print("shipline: Prefect's SQLite transactions are not as expected; running it unchanged", flush=True)
+    sys.argv = ["prefect", *sys.argv[1:]]
+    runpy.run_module("prefect", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
