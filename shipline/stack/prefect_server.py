@@ -5,7 +5,7 @@ Prefect 3.9 begins its SQLite transactions DEFERRED unless a caller asks for a r
 transaction reads, then writes, and when another write committed between the two, SQLite in WAL mode
 cannot upgrade its snapshot and fails at once with "database is locked" — the 60 s busy timeout does not
 apply. The API answers 503 and the client tries again 2 s later, then 4 s, then 8 s. On the way from a
-commit to PROD that cost 0–5 s per deploy lock (a concurrency slot with a lease) and per release run
+commit to PROD that cost 0 to 5 s per deploy lock (a concurrency slot with a lease) and per release run
 created from its deployment, and ten deliveries started at once lost half their runs to it. Begun
 IMMEDIATE, a transaction takes SQLite's write lock first, so a second writer waits its turn (the busy
 timeout) instead of failing; reads outside transactions are untouched, and WAL still lets them run beside
