@@ -29,8 +29,12 @@ Role = Literal["ci", "pre", "prod", "edge"]
 ROLES: tuple[Role, ...] = ("ci", "pre", "prod", "edge")
 
 
-def daemons(role: Role) -> dict[str, list[str]]:
-    """Unit name → the ``python -m …`` arguments of each daemon of ``role``."""
+def daemons(role: Role, settings: Settings | None = None) -> dict[str, list[str]]:
+    """Unit name → the ``python -m …`` arguments of each daemon of ``role``.
+
+    Where ``settings`` give the role's environment a host of its own (``SHIPLINE_ENVIRONMENT_HOSTS``, the
+    scale profile), its registrator and logs agent name that host's address and Docker engine.
+    """
     if role == "edge":
         return {"shipline-discover": ["shipline", "discover"], "shipline-web": ["shipline", "web"]}
     worker = ["prefect", "worker", "start", "--pool", role, "--type", "process", "--name", f"shipline-{role}"]
@@ -40,8 +44,15 @@ def daemons(role: Role) -> dict[str, list[str]]:
         "shipline-flow-starter": ["shipline.stack.flow_starter", "serve"],
     }
     if role != "ci":
-        units[f"shipline-registrator-{role}"] = ["shipline", "registrator", "--env", role]
-        units["shipline-logs-agent"] = ["shipline", "logs", "agent"]
+        host = settings.host_of(role) if settings is not None else None
+        registrator = ["shipline", "registrator", "--env", role]
+        agent = ["shipline", "logs", "agent"]
+        if host is not None and settings is not None:
+            engine = settings.engine_url(host.engine)
+            registrator += ["--ip", host.ip, "--docker-host", engine]
+            agent += ["--docker-host", engine, "--host-name", host.engine]
+        units[f"shipline-registrator-{role}"] = registrator
+        units["shipline-logs-agent"] = agent
     return units
 
 
@@ -78,7 +89,7 @@ def write_units(directory: Path, roles: list[Role], settings: Settings) -> list[
     """Write the units of ``roles`` into ``directory``; return their paths."""
     written = []
     for role in roles:
-        for name, arguments in daemons(role).items():
+        for name, arguments in daemons(role, settings).items():
             path = directory / f"{name}.service"
             write_atomically(path, render_unit(name, arguments, settings))
             written.append(path)

@@ -63,3 +63,17 @@ def test_units_name_the_etcd_credentials_file_never_the_password(
         assert f"Environment=SHIPLINE_ETCD_CREDENTIALS_FILE={credentials}\n" in text
         assert "s3cret-value" not in text
     assert "s3cret-value" not in result.output
+
+
+def test_units_of_a_host_of_its_own_name_its_address_and_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHIPLINE_PROFILE", "scale")
+    result = runner.invoke(cli.app, ["units", "--role", "prod", "--out", str(tmp_path / "units")])
+    assert result.exit_code == 0, result.output
+    engine = f"unix://{tmp_path / 'home' / 'run' / 'docker-prod.sock'}"
+    registrator = (tmp_path / "units" / "shipline-registrator-prod.service").read_text()
+    assert f" -m shipline registrator --env prod --ip 127.0.0.3 --docker-host {engine}\n" in registrator
+    agent = (tmp_path / "units" / "shipline-logs-agent.service").read_text()
+    assert f" -m shipline logs agent --docker-host {engine} --host-name prod\n" in agent
