@@ -340,9 +340,12 @@ async def connect(
                 await asyncio.gather(keeper, return_exceptions=True)
             await client.close()
     except (ConnectionFailedError, ConnectionTimeoutError) as exc:
+        # Transient: a cluster electing a new leader answers "leader changed" for a second, and a task
+        # that tries again then finds one (a single etcd that is down stays down through the retries).
         raise ServiceUnavailableError(
             f"etcd at {url} does not answer",
             hint="shipline up starts the local etcd; shipline status shows it",
+            transient=True,
         ) from exc
     except InvalidArgumentError as exc:
         refused = _refusal(str(exc), credentials, source)

@@ -3,14 +3,15 @@ reported by its path, never by its content."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from pathlib import Path
 
 import pytest
 
 from shipline.config import Settings
-from shipline.errors import ConfigError
-from shipline.etcd_client import read_credentials
+from shipline.errors import ConfigError, ServiceUnavailableError
+from shipline.etcd_client import connect, read_credentials
 from shipline.stack.etcd_auth import ensure_credentials
 
 
@@ -60,3 +61,14 @@ def test_a_file_without_credentials_is_named_not_shown(tmp_path: Path, text: str
     with pytest.raises(ConfigError):
         ensure_credentials(path, "shipline")  # never overwritten: etcd may hold the lost password
     assert path.read_text() == text
+
+
+def test_an_etcd_that_does_not_answer_is_a_transient_failure_a_task_retries() -> None:
+    # A cluster electing a leader refuses for a second; a release's task must try again, not fail.
+    async def attempt() -> None:
+        async with connect("http://127.0.0.1:1", timeout=2.0, credentials=None):
+            pass
+
+    with pytest.raises(ServiceUnavailableError) as raised:
+        asyncio.run(attempt())
+    assert raised.value.transient and "does not answer" in raised.value.message
