@@ -17,7 +17,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import statistics
 import time
 
@@ -28,6 +27,7 @@ from shipline.errors import ServiceUnavailableError
 from shipline.etcd_client import connect, read_credentials
 from shipline.stack.lifecycle import down, up
 from shipline.stack.processes import ProcessTable
+from shipline.stack.sockets import free_port_run
 
 ROUNDS = 5
 INTERVAL = 0.05
@@ -36,19 +36,10 @@ AFTER_KILL = 7.0
 
 
 def _six_free_ports(first: int = 2585, last: int = 2599) -> int:
-    for base in range(first, last - 4):
-        sockets = []
-        try:
-            for port in range(base, base + 6):
-                sockets.append(socket.socket())
-                sockets[-1].bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for held in sockets:
-                held.close()
-    raise RuntimeError(f"no 6 consecutive free ports in {first}-{last} for the bench's etcd cluster")
+    base = free_port_run(6, first=first, last=last)
+    if base is None:
+        raise RuntimeError(f"no 6 consecutive free ports in {first}-{last} for the bench's etcd cluster")
+    return base
 
 
 async def _one_kill(cluster: Settings, victim: str) -> tuple[float, float]:

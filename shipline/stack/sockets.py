@@ -98,3 +98,25 @@ def find_listener(port: int, *, proc: Path = Path("/proc")) -> Listener | None:
     if owner is None:
         return Listener(port, None, None)
     return Listener(port, owner[0], owner[1])
+
+
+def free_port_run(count: int, *, first: int = 1024, last: int = 65535) -> int | None:
+    """The first of ``count`` consecutive loopback ports in ``first``..``last`` free to bind now, or None.
+
+    A 3-member etcd takes client port P + 2i and peer port P + 1 + 2i: six in a row.
+    """
+    import socket
+
+    for base in range(first, last - count + 2):
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                held.append(socket.socket())
+                held[-1].bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for each in held:
+                each.close()
+    return None

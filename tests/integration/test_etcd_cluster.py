@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -29,6 +28,7 @@ from shipline.etcd_client import connect, http_tls, read_credentials
 from shipline.stack.components import etcd_members
 from shipline.stack.lifecycle import State, down, status, up
 from shipline.stack.processes import ProcessTable
+from shipline.stack.sockets import free_port_run
 from tests.images import busybox_web_image, free_ports, run_instance
 from tests.routing import routed
 from tests.waiting import eventually_async
@@ -42,19 +42,10 @@ MEMBERS = {"etcd-1", "etcd-2", "etcd-3"}
 
 def consecutive_free_ports(count: int, first: int = 2585, last: int = 2599) -> int:
     """The first of ``count`` consecutive ports that nothing listens on, in ``first``..``last``."""
-    for base in range(first, last - count + 2):
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sockets.append(socket.socket())
-                sockets[-1].bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for held in sockets:
-                held.close()
-    pytest.fail(f"no {count} consecutive free ports in {first}-{last} for the test cluster")
+    base = free_port_run(count, first=first, last=last)
+    if base is None:
+        pytest.fail(f"no {count} consecutive free ports in {first}-{last} for the test cluster")
+    return base
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ import pytest
 from docker.errors import APIError, DockerException
 
 from shipline.config import PROJECT_ROOT
+from shipline.stack.sockets import free_port_run
 from tests.waiting import eventually
 
 EXAMPLE = PROJECT_ROOT / "examples" / "hello-python"
@@ -113,23 +114,9 @@ def free_ports(count: int) -> list[int]:
 
 def free_run(count: int) -> int:
     """The first of ``count`` consecutive ports that are free now."""
-    for _ in range(50):
-        (first,) = free_ports(1)
-        if first + count > 65535:
-            continue
-        taken = []
-        try:
-            for port in range(first, first + count):
-                each = socket.socket()
-                taken.append(each)
-                each.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for each in taken:
-                each.close()
-    raise AssertionError(f"no {count} consecutive free ports on 127.0.0.1")
+    base = free_port_run(count, first=20000, last=20999)  # below the port ranges
+    assert base is not None, f"no {count} consecutive free ports on 127.0.0.1"
+    return base
 
 
 @pytest.fixture(scope="module")
