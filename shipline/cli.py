@@ -133,10 +133,7 @@ def _print_urls(current: Settings) -> None:
         "dynamic": "dynamic routing: members from etcd in a Lua table, no reloads",
         "template": "template routing: a file per app, nginx -t, reload",
     }[running_mode(current)]
-    typer.echo(
-        f"  nginx             {current.nginx_url}  (apps: http://APP.ENV.localhost:{current.nginx_port}/; "
-        f"{routing})"
-    )
+    typer.echo(f"  nginx             {current.nginx_url}  (apps: {current.app_url('APP', 'ENV')}; {routing})")
     typer.echo(f"  GitLab webhook    {current.webhook_url}")
     typer.echo(f"  log search        {current.logs_page_url}  (shipline logs search QUERY)")
     typer.echo(f"  Docker Engine     {current.docker_url}")
@@ -451,7 +448,7 @@ def discover() -> None:
 
     async def main(stop: asyncio.Event) -> None:
         discovery = Discovery(current)
-        server = await serve_status(discovery, current.host, current.discover_port)
+        server = await serve_status(discovery, current.edge_host, current.discover_port)
         writes = (
             f"nginx's routing table at {current.nginx_admin_socket} (dynamic mode: no reloads)"
             if discovery.mode == "dynamic"
@@ -459,7 +456,7 @@ def discover() -> None:
         )
         typer.echo(
             f"discover: watching {current.etcd_url}, writing {writes}, "
-            f"metrics on http://{current.host}:{current.discover_port}/metrics"
+            f"metrics on {current.discover_url}/metrics"
         )
         async with server:
             await discovery.run(stop)

@@ -526,7 +526,23 @@ class Settings(BaseSettings):
 
     @property
     def nginx_url(self) -> str:
-        return f"http://{self.host}:{self.nginx_port}"
+        return f"http://{self.edge_host}:{self.nginx_port}"
+
+    @property
+    def discover_url(self) -> str:
+        """discover's status server (``/metrics``, ``/healthz``), on the edge host beside nginx."""
+        return f"http://{self.edge_host}:{self.discover_port}"
+
+    def app_url(self, app: str, env: str) -> str:
+        """Where an app's environment is served through nginx, for people (a notice, ``shipline up``).
+
+        ``*.localhost`` resolves to 127.0.0.1; an edge host of another address gets curl's ``--resolve``.
+        """
+        url = f"http://{app}.{env}.localhost:{self.nginx_port}/"
+        if self.edge_host == "127.0.0.1":
+            return url
+        resolve = f"{app}.{env}.localhost:{self.nginx_port}:{self.edge_host}"
+        return f"{url} (the edge host {self.edge_host}: curl --resolve {resolve} {url})"
 
     @property
     def docker_url(self) -> str:
@@ -560,6 +576,12 @@ class Settings(BaseSettings):
         """The host that runs nginx and discover: PROD's (``""``: the stack's own)."""
         prod = self.host_of("prod")
         return prod.engine if prod else ""
+
+    @property
+    def edge_host(self) -> str:
+        """The address nginx and discover listen on: PROD's host's, else the stack's own (``host``)."""
+        prod = self.host_of("prod")
+        return prod.ip if prod else self.host
 
     def prefect_environment(self, *, credentials: bool = True) -> dict[str, str]:
         """Prefect settings shared by the server, the workers and Shipline's own client calls.

@@ -25,7 +25,7 @@ def send_release_notice(notice: ReleaseNotice, block_names: list[str]) -> list[D
     notice = notice.model_copy(
         update={
             "run_url": flow_run_url(),
-            "where": f"http://{notice.app}.{notice.env}.localhost:{settings.nginx_port}/",
+            "where": settings.app_url(notice.app, notice.env),
         }
     )
     blocks: list[tuple[str, NotificationBlock]] = []

@@ -67,7 +67,7 @@ def render_app(
         env=env,
         upstream=f"{app}_{env}",
         server_name=f"{app}.{env}.localhost",
-        listen=f"{settings.host}:{settings.nginx_port}",
+        listen=f"{settings.edge_host}:{settings.nginx_port}",
         instances=addresses,
     )
 

@@ -499,7 +499,7 @@ class Nginx(Component):
         routing = routing_mode(s)
         dynamic = routing == "dynamic"
         return environment.get_template("nginx.conf.j2").render(
-            host=s.host,
+            host=s.edge_host,
             port=s.nginx_port,
             nginx_dir=s.nginx_dir,
             conf_dir=s.nginx_conf_dir,
@@ -908,13 +908,13 @@ class DiscoverDaemon(ProjectProcess):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.discover_port}/metrics"
+        return f"{self.settings.discover_url}/metrics"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "shipline", "discover"]
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
-        response = _http_ok(f"http://{self.settings.host}:{self.settings.discover_port}/healthz")
+        response = _http_ok(f"{self.settings.discover_url}/healthz")
         return response is not None and response.text == "ok\n"
 
 

@@ -13,6 +13,7 @@ from shipline.errors import ConfigError
 from shipline.stack.components import (
     DockerEngine,
     LogsAgent,
+    Nginx,
     RegistratorDaemon,
     Worker,
     infrastructure,
@@ -174,3 +175,14 @@ def test_status_lists_every_process_under_its_host(scale: Settings, monkeypatch:
     assert {"docker-prod", "nginx", "discover", "registrator-prod", "logs-agent-prod", "worker-prod"} == set(
         prod
     )
+
+
+def test_nginx_and_discover_listen_on_the_edge_hosts_address(scale: Settings, tmp_path: Path) -> None:
+    nginx = next(c for c in all_components(scale) if c.name == "nginx")
+    assert isinstance(nginx, Nginx)
+    assert "listen 127.0.0.3:8180 default_server;" in nginx.render_config()
+    assert scale.nginx_url == "http://127.0.0.3:8180" and scale.discover_url == "http://127.0.0.3:9205"
+    assert "--resolve shop.prod.localhost:8180:127.0.0.3" in scale.app_url("shop", "prod")
+    default = Settings(home=tmp_path / "default")
+    assert default.edge_host == "127.0.0.1" and default.nginx_url == "http://127.0.0.1:8080"
+    assert default.app_url("shop", "prod") == "http://shop.prod.localhost:8080/"
