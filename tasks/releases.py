@@ -32,23 +32,30 @@ def ensure_deploy_limit(app: str, env: str) -> str:
 def fail_abandoned_releases(app: str, env: str, environment: ShiplineEnvironment) -> list[int]:
     """Fail every release still ``deploying``: with the deploy lock held, the process deploying it is gone.
 
-    A worker killed mid-deploy leaves its release ``deploying`` and its new instances, never verified,
-    possibly running. They are removed and the release is recorded as failed; whatever was live keeps
-    serving. So are the instances a failed release left on an engine that was gone when it failed.
+    A worker killed mid-deploy leaves its release ``deploying``, its new instances, never verified,
+    possibly running, and its port reservations. The instances are removed, the ports given back and the
+    release is recorded as failed; whatever was live keeps serving. The instances a failed release left
+    on an engine that was gone when it failed are removed too.
     Returns the numbers of the releases failed.
     """
-    releases, doomed = lifecycle.fail_abandoned_releases(
-        app, env, etcd_url=load_settings().etcd_url, docker_host=environment.docker_host
+    abandoned = lifecycle.fail_abandoned_releases(
+        app,
+        env,
+        etcd_url=load_settings().etcd_url,
+        docker_host=environment.docker_host,
+        host=environment.advertise_ip,
     )
+    releases, doomed = abandoned.releases, abandoned.removed
     if releases:
         get_run_logger().warning(
             "release(s) %s of %s in %s were left deploying by a deploy that died (flow run(s) %s): "
-            "removed %s and recorded them as failed",
+            "removed %s, gave back port(s) %s and recorded them as failed",
             ", ".join(str(r.number) for r in releases),
             app,
             env,
             ", ".join(r.flow_run_id or "?" for r in releases),
             ", ".join(i.name for i in doomed) or "no instance",
+            ", ".join(str(p) for p in abandoned.ports) or "none",
         )
     elif doomed:
         get_run_logger().warning(

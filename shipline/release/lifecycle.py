@@ -13,6 +13,7 @@ The records live in etcd (``shipline.release.history``); these functions open on
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -35,6 +36,7 @@ from shipline.release.history import (
     set_status,
 )
 from shipline.release.plan import ReleaseRequest
+from shipline.release.ports import release_held_ports, reserved_ports
 
 
 def release_history(app: str, env: str, *, etcd_url: str) -> list[Release]:
@@ -99,25 +101,31 @@ def close_release(release: Release, status: ReleaseStatus, *, etcd_url: str) -> 
     return asyncio.run(close())
 
 
-def fail_abandoned_releases(
-    app: str, env: str, *, etcd_url: str, docker_host: str
-) -> tuple[list[Release], list[RunningInstance]]:
-    """Fail every release of ``app`` in ``env`` still ``deploying`` and remove its instances, and those
-    of failed releases whose deploy could not (their host's engine was gone).
+@dataclass(frozen=True)
+class Abandoned:
+    """What ``fail_abandoned_releases`` found and undid."""
 
-    Call it only while holding the app's deploy lock: then no live deploy owns such a release.
+    releases: list[Release]
+    removed: list[RunningInstance]
+    ports: list[int]
 
-    Returns:
-        The releases failed, and the instances removed (each leaves etcd, and so nginx, before it stops).
+
+def fail_abandoned_releases(app: str, env: str, *, etcd_url: str, docker_host: str, host: str) -> Abandoned:
+    """Fail every release of ``app`` in ``env`` still ``deploying``, remove its instances and give back its
+    port reservations on ``host``; remove too the instances of failed releases whose deploy could not
+    (their host's engine was gone).
+
+    Call it only while holding the app's deploy lock: then no live deploy owns such a release, nor any
+    reservation of ``app`` in ``env`` (a dead deploy's would otherwise hold its ports for the lease's 900 s).
     """
 
-    async def fail_abandoned() -> tuple[list[Release], list[RunningInstance]]:
+    async def fail_abandoned() -> Abandoned:
         async with connect(etcd_url) as client:
             history = await list_releases(client, app, env)
             releases = [r for r in history if r.status is ReleaseStatus.DEPLOYING]
             failed = {r.number for r in history if r.status is ReleaseStatus.FAILED}
             if not releases and not failed:
-                return [], []
+                return Abandoned([], [], [])
             doomed = await asyncio.to_thread(
                 remove_releases,
                 docker_client(docker_host),
@@ -125,10 +133,14 @@ def fail_abandoned_releases(
                 env=env,
                 releases={r.number for r in releases} | failed,
             )
+            ports: list[int] = []
+            if releases:
+                held = await reserved_ports(client, host)
+                ports = await release_held_ports(client, host=host, ports=sorted(held), app=app, env=env)
             for release in releases:
                 await set_status(client, release, ReleaseStatus.FAILED)
             await withdraw_clearances(client, app, env, only={r.number for r in releases})
-            return releases, doomed
+            return Abandoned(releases, doomed, ports)
 
     return asyncio.run(fail_abandoned())
 

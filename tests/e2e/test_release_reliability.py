@@ -1,5 +1,6 @@
 """Release flow faults: concurrent releases, an instance that never gets healthy, the approval gate."""
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -19,11 +20,13 @@ from prefect.deployments import run_deployment
 from blocks.environment import ShiplineEnvironment
 from shipline.config import HEARTBEAT_SECONDS, UNRESPONSIVE_AFTER_SECONDS, Settings
 from shipline.docker import docker_client
+from shipline.etcd_client import connect
 from shipline.flow_runs import run_deployment_and_wait
 from shipline.release.deploy import running_instances
 from shipline.release.history import ReleaseStatus
 from shipline.release.lifecycle import release_deployment, release_history
 from shipline.release.plan import ReleaseRequest
+from shipline.release.ports import reserved_ports
 from shipline.spec import EnvironmentSettings
 from shipline.stack.lifecycle import up
 from shipline.stack.processes import ProcessTable
@@ -191,6 +194,17 @@ def _kill_worker_and_its_run(settings: Settings, flow_run_id: str) -> None:
                 os.kill(int(environ.parent.name), signal.SIGKILL)
 
 
+def _reservations_of(settings: Settings, app: str) -> list[int]:
+    """The ports etcd holds reserved for ``app`` on the stack's address."""
+
+    async def read() -> list[int]:
+        async with connect(settings.etcd_url) as etcd:
+            held = await reserved_ports(etcd, settings.host)
+        return sorted(port for port, reservation in held.items() if reservation.app == app)
+
+    return asyncio.run(read())
+
+
 def _state_of(flow_run_id: str) -> StateType | None:
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(flow_run_id)).state
@@ -238,3 +252,4 @@ def test_worker_killed_mid_deploy_leaves_the_live_release_serving(settings: Sett
     (instance,) = running_instances(client, app=app, env="pre")
     assert instance.release == 3
     assert httpx.get(f"http://127.0.0.1:{instance.port}/version.txt").text == "v3\n"
+    assert _reservations_of(settings, app) == []  # the dead deploy's, given back by the next (not in 900 s)

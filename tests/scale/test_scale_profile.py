@@ -3,10 +3,14 @@
 One stack of the scale profile, in a temporary home on free ports, brought up through the CLI as a user
 does and stopped at the end (`shipline down`: every process it started, its two engines included). The
 hello-python sample goes commit → PRE → PROD; each engine must list only its own environment's
-instances, etcd must name each host's address, nginx must reach PROD's. Then the PROD host's engine is
-stopped in the middle of a release to PROD: the release fails, naming the engine; PRE is untouched and no
-port stays reserved; once the engine is back, a rollback and a retire reach it — the rollback with one of
-the three etcd members killed while it runs.
+instances, etcd must name each host's address, nginx (at PROD's address) must reach PROD's. Then the
+faults of several hosts:
+- the PROD host's engine stopped in the middle of a release to PROD: the release fails, naming the
+  engine; PRE is untouched and no port stays reserved;
+- once the engine is back, a rollback reaches it, with one of the three etcd members killed while it runs;
+- PROD's worker host lost in the middle of a release (its worker and run SIGKILLed): the live release
+  keeps serving, the run becomes Crashed, and the next release on the host that came back goes live;
+- a retire reaches the PROD engine and leaves PRE's instance.
 
 The tests of this module run in order and share the stack and the app.
 """
@@ -32,13 +36,18 @@ import httpx
 import pytest
 from docker.errors import APIError, DockerException
 
-from shipline.config import PROJECT_ROOT
+from shipline.config import HEARTBEAT_SECONDS, PROJECT_ROOT, UNRESPONSIVE_AFTER_SECONDS
 from shipline.stack.sockets import free_port_run
 from tests.waiting import eventually
 
 EXAMPLE = PROJECT_ROOT / "examples" / "hello-python"
 PORT_SETTINGS = ("PREFECT", "ETCD", "ETCD_PEER", "REGISTRY", "NGINX", "DISCOVER", "WEB", "POSTGRES")
 HOSTS = {"pre": "127.0.0.2", "prod": "127.0.0.3"}
+PREFECT_CLIENT = (  # Prefect's settings of the stack (API, credential), before Prefect is imported
+    "import os\n"
+    "from shipline.config import load_settings\n"
+    "os.environ.update(load_settings().prefect_environment())\n"
+)
 
 
 @dataclass(frozen=True)
@@ -77,18 +86,8 @@ class ScaleStack:
         """The pid of a process the stack started (its record under run/)."""
         return int(json.loads((self.home / "run" / f"{component}.json").read_text())["pid"])
 
-    def reserved_ports(self, host: str) -> list[int]:
-        """The port reservations etcd holds on ``host``'s address (read as the stack's own processes do)."""
-        code = (
-            "import asyncio, json\n"
-            "from shipline.config import load_settings\n"
-            "from shipline.etcd_client import connect\n"
-            "from shipline.release.ports import reserved_ports\n"
-            "async def main():\n"
-            "    async with connect(load_settings().etcd_url) as etcd:\n"
-            f"        print(json.dumps(sorted(await reserved_ports(etcd, {host!r}))))\n"
-            "asyncio.run(main())\n"
-        )
+    def python(self, code: str) -> Any:
+        """What ``code`` prints (JSON), run as the stack's own processes are (its settings, credentials)."""
         done = subprocess.run(
             [sys.executable, "-c", code],
             env=self.env,
@@ -96,9 +95,55 @@ class ScaleStack:
             text=True,
             check=False,
             timeout=60,
+            cwd=PROJECT_ROOT,
         )
         assert done.returncode == 0, done.stderr
-        return list(json.loads(done.stdout))
+        return json.loads(done.stdout)
+
+    def reserved_ports(self, host: str) -> list[int]:
+        """The port reservations etcd holds on ``host``'s address (read as the stack's own processes do)."""
+        return list(
+            self.python(
+                "import asyncio, json\n"
+                "from shipline.config import load_settings\n"
+                "from shipline.etcd_client import connect\n"
+                "from shipline.release.ports import reserved_ports\n"
+                "async def main():\n"
+                "    async with connect(load_settings().etcd_url) as etcd:\n"
+                f"        print(json.dumps(sorted(await reserved_ports(etcd, {host!r}))))\n"
+                "asyncio.run(main())\n"
+            )
+        )
+
+    def running_flow_runs(self, pool: str) -> list[str]:
+        """Ids of the flow runs Running in a work pool, from Prefect's API."""
+        return list(
+            self.python(
+                PREFECT_CLIENT + "import json\n"
+                "from prefect.client.orchestration import get_client\n"
+                "from prefect.client.schemas.filters import (\n"
+                "    FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,\n"
+                "    WorkPoolFilter, WorkPoolFilterName)\n"
+                "from prefect.client.schemas.objects import StateType\n"
+                "with get_client(sync_client=True) as client:\n"
+                "    runs = client.read_flow_runs(\n"
+                "        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(\n"
+                "            type=FlowRunFilterStateType(any_=[StateType.RUNNING]))),\n"
+                f"        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[{pool!r}])))\n"
+                "print(json.dumps([str(run.id) for run in runs]))\n"
+            )
+        )
+
+    def flow_run_state(self, flow_run_id: str) -> str | None:
+        """A flow run's state type (``CRASHED``...), from Prefect's API."""
+        state: str | None = self.python(
+            PREFECT_CLIENT + "import json, uuid\n"
+            "from prefect.client.orchestration import get_client\n"
+            "with get_client(sync_client=True) as client:\n"
+            f"    state = client.read_flow_run(uuid.UUID({flow_run_id!r})).state\n"
+            "print(json.dumps(state.type.value if state else None))\n"
+        )
+        return state
 
 
 def free_ports(count: int) -> list[int]:
@@ -225,12 +270,12 @@ def test_pre_and_prod_each_run_on_their_own_engine(stack: ScaleStack, delivered:
         other = next(address for address in HOSTS.values() if address != ip)
         with pytest.raises(httpx.ConnectError):  # bound to its host's address only
             httpx.get(f"http://{other}:{service['port']}/version", timeout=5)
-    through_nginx = httpx.get(
-        f"http://127.0.0.1:{stack.port('NGINX')}/version",
-        headers={"Host": f"{app}.prod.localhost"},
-        timeout=5,
-    )
+    edge = f"{HOSTS['prod']}:{stack.port('NGINX')}"  # nginx runs on PROD's host, at its address
+    through_nginx = httpx.get(f"http://{edge}/version", headers={"Host": f"{app}.prod.localhost"}, timeout=5)
     assert through_nginx.json()["sha"] == delivered["sha"]
+    with pytest.raises(httpx.ConnectError):  # not on the main host's address
+        httpx.get(f"http://127.0.0.1:{stack.port('NGINX')}/version", timeout=5)
+    assert httpx.get(f"http://{HOSTS['prod']}:{stack.port('DISCOVER')}/healthz", timeout=5).text == "ok\n"
     releases = {env: stack.json("releases", app, "--env", env) for env in HOSTS}
     assert {r[-1]["digest"] for r in releases.values()} == {digest}
     eventually(
@@ -317,7 +362,7 @@ def test_a_prod_engine_stopped_mid_release_fails_it_cleanly(
     )
 
 
-def test_rollback_and_retire_reach_the_prod_engine_once_it_is_back(
+def test_a_rollback_reaches_the_prod_engine_once_it_is_back(
     stack: ScaleStack, delivered: dict[str, Any]
 ) -> None:
     app = delivered["app"]
@@ -346,7 +391,7 @@ def test_rollback_and_retire_reach_the_prod_engine_once_it_is_back(
         if rollback.poll() is None:
             rollback.kill()
     assert rollback.returncode == 0, out + err
-    nginx = f"http://127.0.0.1:{stack.port('NGINX')}/version"
+    nginx = f"http://{HOSTS['prod']}:{stack.port('NGINX')}/version"
     eventually(  # release 1's digest again, routed by discover without etcd-1
         lambda: (
             httpx.get(nginx, headers={"Host": f"{app}.prod.localhost"}, timeout=5).json()["sha"]
@@ -368,6 +413,86 @@ def test_rollback_and_retire_reach_the_prod_engine_once_it_is_back(
     assert len(keys) == 2 and all(key.startswith(f"/{app}_PROD/127.0.0.3-") for key in keys)
     restarted = stack.shipline("up", timeout=600)  # the dead member rejoins its cluster
     assert restarted.returncode == 0 and "etcd-1" in restarted.stdout, restarted.stdout + restarted.stderr
+
+
+def kill_the_prod_worker_host(stack: ScaleStack, flow_run_id: str) -> None:
+    """SIGKILL PROD's worker (its process group) and the flow run it started: the worker's host died."""
+    worker = stack.pid("worker-prod")
+    os.killpg(worker, signal.SIGKILL)
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile, or not ours to read
+            if marker in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)  # the run's launcher: the run goes with it
+    eventually(lambda: not Path(f"/proc/{worker}").exists(), timeout=10, what="PROD's worker gone")
+
+
+def test_a_lost_prod_worker_host_crashes_its_run_and_the_next_release_recovers(
+    stack: ScaleStack, sample: Path, delivered: dict[str, Any]
+) -> None:
+    app = delivered["app"]
+    nginx = f"http://{HOSTS['prod']}:{stack.port('NGINX')}/version"
+    host = {"Host": f"{app}.prod.localhost"}
+    spec = sample / "shipline.yaml"
+    slow = spec.read_text()  # PROD's instances wait 30 s before they listen (slow_to_start_in_prod)
+    # A commit whose PROD instances do not listen for 10 minutes: release 4 waits for their health.
+    spec.write_text(
+        slow.replace("health_timeout_seconds: 20", "health_timeout_seconds: 600").replace("'30'", "'600'")
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "shipline", "run", str(sample), "--json"],
+        env=stack.env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        eventually(
+            lambda: containers(stack.engine("prod"), app).count(("prod", "4")) == 2,
+            timeout=600,
+            interval=0.5,
+            what="release 4's instances on the PROD engine",
+        )
+        (stuck,) = stack.running_flow_runs("prod")
+        kill_the_prod_worker_host(stack, stuck)
+        # The live release keeps serving through the edge while PROD's worker host is away.
+        assert httpx.get(nginx, headers=host, timeout=5).json()["sha"] == delivered["sha"]
+        back = stack.shipline("up", timeout=600)  # the host is back: its worker starts again
+        assert back.returncode == 0 and "worker-prod" in back.stdout, back.stdout + back.stderr
+        # Nobody reports for the dead run: the unresponsive-run automation marks it Crashed.
+        eventually(
+            lambda: stack.flow_run_state(stuck) == "CRASHED",
+            timeout=UNRESPONSIVE_AFTER_SECONDS + 3 * HEARTBEAT_SECONDS,
+            interval=2,
+            what=f"the dead run {stuck} marked Crashed",
+        )
+        out, err = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    report = json.loads(out)
+    assert run.returncode == 1 and report["stages"]["release-to-prod"] in {"Crashed", "Failed"}, (report, err)
+    assert report["stages"]["release-to-pre"] == "Completed"
+
+    # The next release on the host that came back: it fails the abandoned release 4 and goes live.
+    spec.write_text(slow.replace("'30'", "'0'"))
+    again = stack.shipline("run", str(sample), "--json")
+    fixed = json.loads(again.stdout)
+    assert again.returncode == 0 and fixed["state"] == "Completed", (fixed, again.stderr)
+    history = stack.json("releases", app, "--env", "prod")
+    assert [(r["number"], r["status"]) for r in history[-3:]] == [
+        (3, "superseded"),
+        (4, "failed"),
+        (5, "live"),
+    ]
+    assert containers(stack.engine("prod"), app) == [("prod", "5"), ("prod", "5")]
+    assert httpx.get(nginx, headers=host, timeout=5).json()["sha"] == fixed["sha"]
+    assert stack.reserved_ports(HOSTS["prod"]) == []  # the dead deploy's, given back by the next one
+
+
+def test_retire_reaches_the_prod_engine_and_leaves_pre(stack: ScaleStack, delivered: dict[str, Any]) -> None:
+    app = delivered["app"]
     retired = stack.shipline("retire", app, "--env", "prod")
     assert retired.returncode == 0, retired.stderr
     assert containers(stack.engine("prod"), app) == []
