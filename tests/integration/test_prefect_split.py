@@ -26,7 +26,7 @@ import httpx
 import pytest
 import redis
 
-from shipline.config import Settings
+from shipline.config import PROJECT_ROOT, Settings
 from shipline.stack.credentials import redis_password
 from shipline.stack.processes import ProcessTable
 from shipline.stack.supervise import read_supervision
@@ -119,6 +119,7 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitStack]:
         "SHIPLINE_REDIS_PORT": str(redis_port),
         "SHIPLINE_PREFECT_DATABASE": "postgresql",
         "SHIPLINE_PREFECT_SERVICES": "split",
+        "PYTHONPATH": str(PROJECT_ROOT),  # this checkout's code in every process the stack starts
     }
     for name in [k for k in env if k.startswith("PREFECT_")]:
         del env[name]  # the second stack's own Prefect settings, not the test session's
