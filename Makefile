@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHIPLINE := $(BIN)/shipline
 DEBIAN_PACKAGES := docker.io etcd-server etcd-client docker-registry nginx-light git debootstrap debian-archive-keyring busybox-static \
-	postgresql acl chromium libnginx-mod-http-lua lua-resty-core \
+	postgresql redis-server acl chromium libnginx-mod-http-lua lua-resty-core \
 	default-jdk-headless \
 	ca-certificates curl
 STAMP := $(VENV)/.installed

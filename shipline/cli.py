@@ -187,6 +187,7 @@ def status(profile: ProfileOption = None, as_json: JsonOption = False) -> None:
             if c.restarts:
                 owner += f", {c.restarts} restart(s), last: {c.last_exit}"
             indent, width = ("  ", 16) if host is not None else ("", 12)
+            width = max(width, *(len(other.name) for other in components))
             typer.echo(f"{indent}{c.name:<{width}} {c.state:<9} {c.url:<48} {owner}")
 
 

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     discover_port: Port = 9105
     web_port: Port = Field(default=8090, description="shipline web: GitLab webhooks and the log page.")
     postgres_port: Port = Field(default=5433, description="PostgreSQL the stack starts for shared logs.")
+    redis_port: Port = Field(
+        default=6380,
+        description="Redis the stack starts when Prefect's API and services run apart (prefect_services); "
+        "not 6379, which a Redis of the machine's own may hold.",
+    )
     log_store: Literal["sqlite", "postgresql"] = Field(
         default="sqlite", description="Where the logs agent writes: embedded SQLite, or PostgreSQL (hosts)."
     )
@@ -164,6 +169,12 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL of Prefect's PostgreSQL (postgresql+asyncpg://…); default: a database on "
         "the stack's own server.",
+    )
+    prefect_services: Literal["embedded", "split"] = Field(
+        default="embedded",
+        description="Where Prefect's background services run (scheduler, event persister, task-run "
+        "recorder, automations): embedded in the API's process, or split into a process of their own "
+        "(prefect-services), both meeting in the stack's Redis.",
     )
     log_tokenizer: Literal["trigram", "unicode61"] = Field(
         default="trigram",
@@ -245,6 +256,7 @@ class Settings(BaseSettings):
         "discover_port",
         "web_port",
         "postgres_port",
+        "redis_port",
     )
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -278,6 +290,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _split_services_on_postgresql(self) -> Settings:
+        # On SQLite, an automation created or changed through the API reaches only the API's process;
+        # Prefect tells the other processes through PostgreSQL's LISTEN/NOTIFY.
+        if self.prefect_services == "split" and self.prefect_database != "postgresql":
+            raise ValueError(
+                "SHIPLINE_PREFECT_SERVICES=split needs SHIPLINE_PREFECT_DATABASE=postgresql: on SQLite, "
+                "automations created or changed through the API never reach the services' process"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         ports = {
             "prefect_port": self.prefect_port,
@@ -293,6 +316,7 @@ class Settings(BaseSettings):
             "discover_port": self.discover_port,
             "web_port": self.web_port,
             "postgres_port": self.postgres_port,
+            "redis_port": self.redis_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
@@ -362,6 +386,40 @@ class Settings(BaseSettings):
             return None
         own = f"postgresql+asyncpg://shipline@{self.host}:{self.postgres_port}/{PREFECT_DATABASE}"
         return self.prefect_database_url or own
+
+    @cached_property
+    def redis_dir(self) -> Path:
+        """The stack's Redis: its configuration (0600, it holds the password) and its data."""
+        return self.home / "redis"
+
+    @cached_property
+    def redis_credentials(self) -> Path:
+        """``PREFECT_REDIS_MESSAGING_PASSWORD=…``: the password of the stack's Redis (0600), for the two
+        Prefect server processes alone; an environment file, so that a unit names it."""
+        return self.credentials_dir / "redis.env"
+
+    @property
+    def redis_url(self) -> str:
+        """Where the stack's Redis listens (no password: that is in ``redis_credentials``)."""
+        return f"redis://{self.host}:{self.redis_port}"
+
+    def prefect_redis_environment(self) -> dict[str, str]:
+        """What Prefect's API and services processes need to meet in the stack's Redis (no password).
+
+        Events, their cache and causal ordering, concurrency leases and Docket's background tasks go
+        through Redis instead of each process's memory (prefect-redis). Docket's URL gets the password
+        from ``PREFECT_REDIS_MESSAGING_PASSWORD`` when the server starts (``shipline.stack.prefect_server``).
+        """
+        return {
+            "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+            "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+            "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+            "PREFECT_REDIS_MESSAGING_HOST": self.host,
+            "PREFECT_REDIS_MESSAGING_PORT": str(self.redis_port),
+            "PREFECT_REDIS_MESSAGING_DB": "0",
+            "PREFECT_SERVER_DOCKET_URL": f"{self.redis_url}/1",
+        }
 
     @property
     def logs_page_url(self) -> str:
@@ -640,8 +698,8 @@ SCALE_PORT_OFFSET = 100
 class ScaleSettings(Settings):
     """The ``scale`` profile: a multi-host stack on one machine, beside the default one.
 
-    Its own home and ports (the default ones + 100); Prefect and the log store on its PostgreSQL; a 3-member
-    etcd cluster over TLS; PRE and
+    Its own home and ports (the default ones + 100); Prefect and the log store on its PostgreSQL, Prefect's
+    API and its background services two processes meeting in Redis; a 3-member etcd cluster over TLS; PRE and
     PROD each on a host of their own, simulated by a Docker engine of their own and an address of their
     own in 127.0.0.0/8 (ci stays on the stack's engine). Every value is still overridable by its variable.
     """
@@ -656,7 +714,9 @@ class ScaleSettings(Settings):
     discover_port: Port = 9105 + SCALE_PORT_OFFSET
     web_port: Port = 8090 + SCALE_PORT_OFFSET
     postgres_port: Port = 5433 + SCALE_PORT_OFFSET
+    redis_port: Port = 6380 + SCALE_PORT_OFFSET
     prefect_database: Literal["sqlite", "postgresql"] = "postgresql"
+    prefect_services: Literal["embedded", "split"] = "split"
     log_store: Literal["sqlite", "postgresql"] = "postgresql"
     etcd_members: int = 3
     etcd_tls: bool = True

@@ -1,8 +1,8 @@
 """The components of the embedded local stack: how each starts and how to tell that it answers.
 
 Each probe speaks the component's own protocol (Docker's ``/_ping``, etcd's ``/health``, the registry's
-``/v2/``, Prefect's ``/api/health``, a marker page of Shipline's nginx, PostgreSQL's ``SELECT 1``), so a
-stranger listening on the port is never taken for the component.
+``/v2/``, Prefect's ``/api/health``, a marker page of Shipline's nginx, PostgreSQL's ``SELECT 1``, Redis's
+``PING`` with its password), so a stranger listening on the port is never taken for the component.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import jinja2
 import psycopg
+import redis
 import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -28,15 +29,22 @@ from psycopg.conninfo import conninfo_to_dict
 from shipline.config import POOLS, PREFECT_DATABASE, PROJECT_ROOT, Settings
 from shipline.discovery.nginx import test_config
 from shipline.discovery.routes import LUA_LIBRARY, LUA_MODULES, ROUTES_LUA, routing_mode
-from shipline.errors import ComponentStartError
+from shipline.errors import ComponentStartError, ConfigError
 from shipline.etcd_client import http_tls
 from shipline.files import write_atomically
 from shipline.prefect_auth import prefect_auth
 from shipline.programs import find_program
-from shipline.stack.credentials import adopt_encryption_key, ensure_api_credential, server_environment
+from shipline.stack.credentials import (
+    REDIS_PASSWORD_VARIABLE,
+    adopt_encryption_key,
+    ensure_api_credential,
+    ensure_redis_password,
+    redis_password,
+    server_environment,
+)
 from shipline.stack.etcd_auth import secure_etcd
 from shipline.stack.etcd_tls import ensure_etcd_tls
-from shipline.stack.processes import ProcessRecord
+from shipline.stack.processes import ProcessRecord, ProcessTable
 from shipline.stack.registry_credentials import ensure_registry_credentials
 from shipline.stack.supervise import state_path
 
@@ -785,6 +793,106 @@ class Postgres(Component):
 
 
 @dataclass
+class Redis(Component):
+    """Redis, Debian's ``redis-server``: where Prefect's API and its background services meet when they run
+    as two processes (``SHIPLINE_PREFECT_SERVICES=split``).
+
+    It listens on the stack's loopback address only and answers only its password (generated once into
+    ``credentials/redis.env``). The password is in its configuration file (0600, in a 0700 directory),
+    never on its command line; its data (an append-only file, so that events in flight outlive a
+    restart) lives beside it under ``redis/``.
+    """
+
+    name: str = "redis"
+    binary: str = "redis-server"
+    package: str = "redis-server"
+    start_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        self.port = self.settings.redis_port
+
+    @property
+    def url(self) -> str:
+        return self.settings.redis_url
+
+    @property
+    def config_path(self) -> Path:
+        return self.settings.redis_dir / "redis.conf"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.redis_dir / "data"
+
+    def render_config(self, password: str) -> str:
+        s = self.settings
+        return (
+            "# Written by shipline up: loopback only, the password required of every client.\n"
+            f"bind {s.host}\n"
+            f"port {s.redis_port}\n"
+            # With a password, protected mode changes nothing; said here so no default decides it.
+            "protected-mode yes\n"
+            "daemonize no\n"
+            'logfile ""\n'
+            f"dir {self.data_dir}\n"
+            "appendonly yes\n"
+            "appendfsync everysec\n"
+            f"requirepass {password}\n"
+        )
+
+    def prepare(self) -> None:
+        ensure_redis_password(self.settings)
+        for directory in (self.settings.redis_dir, self.data_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o700)
+        write_atomically(self.config_path, self.render_config(redis_password(self.settings)), mode=0o600)
+
+    def command(self) -> list[str]:
+        return [self.resolve_binary() or self.binary, str(self.config_path)]
+
+    def client(self, password: str | None) -> redis.Redis:
+        """A client of the stack's Redis (``password=None``: an anonymous one)."""
+        return redis.Redis(
+            host=self.settings.host,
+            port=self.settings.redis_port,
+            password=password,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+        )
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        try:
+            password = redis_password(self.settings)
+        except ConfigError:  # no password yet: nothing of ours can answer
+            return False
+        try:
+            with self.client(password) as client:
+                return client.ping() is True
+        except redis.RedisError:
+            return False
+
+    def ready(self) -> None:
+        """Refuse a Redis on our port that answers without the password.
+
+        Raises:
+            ComponentStartError: an anonymous client is served.
+        """
+        try:
+            with self.client(None) as client:
+                client.ping()
+        except redis.AuthenticationError:
+            return  # NOAUTH: as it should be
+        except redis.RedisError as exc:
+            raise ComponentStartError(
+                f"redis: {self.url} stopped answering: {exc}", hint=self.fix_hint()
+            ) from exc
+        raise ComponentStartError(
+            f"redis: {self.url} answers a client without the password: it was not started by this stack",
+            hint="stop it and run shipline up, which starts Redis with the password in "
+            f"{self.settings.redis_credentials}",
+        )
+
+
+@dataclass
 class ProjectProcess(Component):
     """A component this project's Python runs (Prefect's server and workers, Shipline's daemons).
 
@@ -812,35 +920,60 @@ class ProjectProcess(Component):
         return marker in text[text.rfind(f"--- shipline: starting {self.name}") :]
 
 
+def prefect_server_needs(settings: Settings) -> tuple[str, ...]:
+    """What Prefect's server processes need running: the stack's PostgreSQL, its Redis, when used."""
+    needs = []
+    if settings.prefect_database == "postgresql" and not settings.prefect_database_url:
+        needs.append("postgres")
+    if settings.prefect_services == "split":
+        needs.append("redis")
+    return tuple(needs)
+
+
+def prefect_server_environment(settings: Settings) -> dict[str, str]:
+    """The environment of Prefect's server processes (the API, and its services when they run apart).
+
+    Only they get the block-secret key, the auth string they require and, split, Redis's settings and
+    password; Prefect's clients (workers, flow runs, the CLI, the daemons) need none of these.
+    """
+    environment = {
+        **os.environ,
+        **settings.prefect_environment(),
+        **server_environment(settings),
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # A page of another origin may neither read answers nor change state (the UI is same-origin).
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": settings.prefect_url,
+    }
+    if (database := settings.prefect_database_connection_url) is not None:
+        environment["PREFECT_API_DATABASE_CONNECTION_URL"] = database
+    else:
+        environment.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # SQLite under PREFECT_HOME
+    if settings.prefect_services == "split":
+        environment |= settings.prefect_redis_environment()
+        environment[REDIS_PASSWORD_VARIABLE] = redis_password(settings)
+    return environment
+
+
 @dataclass
 class PrefectServer(ProjectProcess):
+    """Prefect's API and UI, with its background services in the same process unless they run apart
+    (``SHIPLINE_PREFECT_SERVICES=split``: ``--no-services``, and ``PrefectServices`` runs them)."""
+
     name: str = "prefect"
     binary: str = "prefect"
     start_timeout: float = 180.0
 
     def __post_init__(self) -> None:
         self.port = self.settings.prefect_port
-        if self.settings.prefect_database == "postgresql" and not self.settings.prefect_database_url:
-            self.needs = ("postgres",)
+        self.needs = prefect_server_needs(self.settings)
 
     @property
     def url(self) -> str:
         return self.settings.prefect_url
 
     def environment(self) -> dict[str, str]:
-        environment = {
-            **super().environment(),
-            **server_environment(self.settings),
-            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-            # A page of another origin may neither read answers nor change state (the UI is same-origin).
-            "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
-            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": self.settings.prefect_url,
-        }
-        if (database := self.settings.prefect_database_connection_url) is not None:
-            environment["PREFECT_API_DATABASE_CONNECTION_URL"] = database
-        else:
-            environment.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # SQLite under PREFECT_HOME
-        return environment
+        return prefect_server_environment(self.settings)
 
     def prepare(self) -> None:
         self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
@@ -848,11 +981,21 @@ class PrefectServer(ProjectProcess):
         adopt_encryption_key(self.settings)  # the server is stopped here: its database may give it up
 
     def ready(self) -> None:
-        """Refuse a server on our port that answers without Shipline's credential.
+        """Refuse a server on our port that answers without Shipline's credential, or one of ours that
+        runs its services otherwise than ``prefect_services`` says.
 
         Raises:
-            ComponentStartError: it takes an unauthenticated request, or refuses the credential.
+            ComponentStartError: it takes an unauthenticated request, refuses the credential, or runs its
+                services in the other way.
         """
+        record = ProcessTable(self.settings.run_dir).running(self.name)
+        if record is not None and ("--no-services" in record.command) != self.split:
+            running, wanted = ("embedded", "apart") if self.split else ("apart", "embedded")
+            raise ComponentStartError(
+                f"prefect: the running server (pid {record.pid}) has its services {running}, and "
+                f"SHIPLINE_PREFECT_SERVICES={self.settings.prefect_services} wants them {wanted}",
+                hint="restart it so: shipline down, then shipline up",
+            )
         url = f"{self.settings.prefect_api_url}/deployments/filter"
         try:
             with httpx.Client(timeout=5.0, trust_env=False) as client:
@@ -875,6 +1018,10 @@ class PrefectServer(ProjectProcess):
                 hint="it was started with another one: stop it and run shipline up",
             )
 
+    @property
+    def split(self) -> bool:
+        return self.settings.prefect_services == "split"
+
     def command(self) -> list[str]:
         s = self.settings
         return [
@@ -887,11 +1034,48 @@ class PrefectServer(ProjectProcess):
             s.host,
             "--port",
             str(s.prefect_port),
+            *(["--no-services"] if self.split else []),
         ]
 
     def probe(self, record: ProcessRecord | None = None) -> bool:
         response = _http_ok(f"{self.settings.prefect_api_url}/health")
         return response is not None and response.text.strip() == "true"
+
+
+SERVICES_READY = "Starting services"
+"""What ``prefect server services start`` prints once its services are set to run."""
+
+
+@dataclass
+class PrefectServices(ProjectProcess):
+    """Prefect's background services in a process of their own (``SHIPLINE_PREFECT_SERVICES=split``).
+
+    The scheduler, the event persister, the task-run recorder, triggers and actions of automations,
+    the late-run and cancellation loops and the rest: ``prefect server services start`` in the
+    foreground, on the API's database, meeting the API in Redis (events, leases, Docket's tasks).
+    Its launcher waits until the API answers, which migrates the database first.
+    """
+
+    name: str = "prefect-services"
+    binary: str = "prefect"
+    start_timeout: float = PrefectServer.start_timeout + 60.0
+
+    def __post_init__(self) -> None:
+        self.needs = (*prefect_server_needs(self.settings), "prefect")
+
+    @property
+    def url(self) -> str:
+        return f"{self.settings.redis_url} (scheduler, events, automations)"
+
+    def environment(self) -> dict[str, str]:
+        return prefect_server_environment(self.settings)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "shipline.stack.prefect_server", "server", "services", "start"]
+
+    def probe(self, record: ProcessRecord | None = None) -> bool:
+        # It serves nothing to ask: it is up once its process says its services run.
+        return self.logged_since_start(SERVICES_READY, record)
 
 
 @dataclass
@@ -1138,8 +1322,9 @@ class Worker(ProjectProcess):
 
 def infrastructure(settings: Settings) -> list[Component]:
     """The stack's servers, in start order; with hosts of their own (the scale profile), each host's
-    Docker engine, registrator and logs agent too."""
+    Docker engine, registrator and logs agent too; with Prefect's services apart, Redis and them."""
     engines = list(settings.engines)
+    split = settings.prefect_services == "split"
     return [
         DockerEngine(settings),
         *(DockerEngine(settings, engine=engine) for engine in engines),
@@ -1147,7 +1332,9 @@ def infrastructure(settings: Settings) -> list[Component]:
         Registry(settings),
         Nginx(settings),
         Postgres(settings),
+        *([Redis(settings)] if split else []),
         PrefectServer(settings),
+        *([PrefectServices(settings)] if split else []),
         DiscoverDaemon(settings),
         RegistratorDaemon(settings),
         *(RegistratorDaemon(settings, engine=engine) for engine in engines),

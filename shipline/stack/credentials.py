@@ -11,6 +11,10 @@ Shipline. For Prefect that is:
   beside what it encrypts; with it the database alone reveals no secret. A stack that ran before keeps its
   blocks readable: its key is moved out of the database into the file (``adopt_encryption_key``).
 
+When Prefect's API and its background services run as two processes, they meet in the stack's Redis,
+which answers only its **password** (``credentials/redis.env``: ``PREFECT_REDIS_MESSAGING_PASSWORD=…``,
+the variable prefect-redis reads): the two server processes get it, no client of the stack does.
+
 The directory is the stack user's alone (0700) and each file 0600. Nothing here prints a credential.
 """
 
@@ -34,6 +38,7 @@ API_USER = "shipline"
 CLIENT_VARIABLE = "PREFECT_API_AUTH_STRING"
 SERVER_AUTH_VARIABLE = "PREFECT_SERVER_API_AUTH_STRING"
 KEY_VARIABLE = "PREFECT_SERVER_ENCRYPTION_KEY"
+REDIS_PASSWORD_VARIABLE = "PREFECT_REDIS_MESSAGING_PASSWORD"  # noqa: S105 - a variable's name
 CONNECT_SECONDS = 60.0
 """How long a PostgreSQL that refuses connections (still starting) is waited for."""
 _DATABASE_KEY = "ENCRYPTION_KEY"
@@ -87,6 +92,33 @@ def server_environment(settings: Settings) -> dict[str, str]:
             hint="shipline up generates it",
         )
     return {SERVER_AUTH_VARIABLE: api_auth_string(settings), KEY_VARIABLE: key}
+
+
+def ensure_redis_password(settings: Settings) -> bool:
+    """Generate the stack Redis's password unless the stack has one.
+
+    Returns:
+        True if it was generated just now.
+    """
+    path = settings.redis_credentials
+    if read_environment_file(path).get(REDIS_PASSWORD_VARIABLE):
+        return False
+    _write_secret_file(path, REDIS_PASSWORD_VARIABLE, secrets.token_urlsafe(32))
+    return True
+
+
+def redis_password(settings: Settings) -> str:
+    """The password the stack's Redis requires.
+
+    Raises:
+        ConfigError: if ``up`` has not generated it yet.
+    """
+    value = read_environment_file(settings.redis_credentials).get(REDIS_PASSWORD_VARIABLE)
+    if not value:
+        raise ConfigError(
+            f"redis: no password in {settings.redis_credentials}", hint="shipline up generates it"
+        )
+    return value
 
 
 def adopt_encryption_key(settings: Settings) -> str:

@@ -25,8 +25,10 @@ from shipline.stack.sockets import find_listener
 from shipline.stack.supervise import read_supervision
 
 Report = Callable[[str], None]
-ETCD_MEMBER = re.compile(r"etcd(-[0-9]+)?")
-"""The process names of etcd members: ``etcd`` alone, ``etcd-1`` … in a cluster."""
+SETTING_DEPENDENT = re.compile(r"etcd(-[0-9]+)?|redis|prefect-services")
+"""Components that exist or not by settings: etcd members (``etcd`` alone, ``etcd-1`` … in a cluster),
+Redis and Prefect's services apart (``SHIPLINE_PREFECT_SERVICES=split``). ``down`` stops those ``up``
+started even when it runs with other settings."""
 
 
 class State(StrEnum):
@@ -312,10 +314,12 @@ def down(
                 stopped.append(component.name)
             component.stopped()
         if components is None:
-            # etcd members `up` started with another SHIPLINE_ETCD_MEMBERS than this process has: ours too.
+            # etcd members `up` started with another SHIPLINE_ETCD_MEMBERS than this process has, Redis and
+            # Prefect's services started with SHIPLINE_PREFECT_SERVICES=split: ours too (services first).
             known = {component.name for component in chosen}
-            for record in table.all():
-                if record.name in known or not ETCD_MEMBER.fullmatch(record.name) or not record.alive:
+            leftovers = sorted(table.all(), key=lambda record: record.name != "prefect-services")
+            for record in leftovers:
+                if record.name in known or not SETTING_DEPENDENT.fullmatch(record.name) or not record.alive:
                     continue
                 report(f"  {record.name:<12} stopping (pid {record.pid})")
                 if table.stop(record.name, timeout=20.0):

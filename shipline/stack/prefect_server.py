@@ -12,15 +12,25 @@ timeout) instead of failing; reads outside transactions are untouched, and WAL s
 a writer. Prefect's own SQLite set-up (``setup_sqlite``) names this cure. On PostgreSQL nothing changes.
 
 Where Prefect's internals differ from what this expects, the server runs as Prefect ships it.
+
+``… server services start`` runs Prefect's background services the same way, for a stack whose API runs
+apart from them (``--no-services``, ``SHIPLINE_PREFECT_SERVICES=split``): they write to the same database.
+Both processes then meet in Redis, whose password comes in ``PREFECT_REDIS_MESSAGING_PASSWORD`` (from a 0600
+file); Docket, which takes a URL only, gets it put into ``PREFECT_SERVER_DOCKET_URL`` here, so that the
+password is written in no unit and on no command line. The services wait until the API answers: it
+migrates the database they use.
 """
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 
 def begin_sqlite_writes_immediately() -> bool:
@@ -47,7 +57,41 @@ def begin_sqlite_writes_immediately() -> bool:
     return True
 
 
+def docket_url_with_password(environment: MutableMapping[str, str]) -> None:
+    """Put the Redis password into Docket's ``redis://`` URL when the URL has none of its own."""
+    url = environment.get("PREFECT_SERVER_DOCKET_URL", "")
+    password = environment.get("PREFECT_REDIS_MESSAGING_PASSWORD", "")
+    parts = urlsplit(url)
+    if not password or parts.scheme not in {"redis", "rediss"} or "@" in parts.netloc:
+        return
+    environment["PREFECT_SERVER_DOCKET_URL"] = parts._replace(
+        netloc=f":{quote(password, safe='')}@{parts.netloc}"
+    ).geturl()
+
+
+def wait_for_api(api_url: str, *, interval: float = 0.5) -> None:
+    """Return once the Prefect API at ``api_url`` answers its health check (no deadline: the caller's
+    supervisor and ``up``'s start timeout decide how long is too long)."""
+    import httpx
+
+    said = False
+    while True:
+        try:
+            response = httpx.get(f"{api_url}/health", timeout=2.0, trust_env=False)
+            if response.status_code == 200 and response.text.strip() == "true":
+                return
+        except httpx.HTTPError:
+            pass
+        if not said:
+            print(f"shipline: waiting for the Prefect API at {api_url}", flush=True)
+            said = True
+        time.sleep(interval)
+
+
 def main() -> None:
+    docket_url_with_password(os.environ)
+    if sys.argv[1:4] == ["server", "services", "start"] and (api := os.environ.get("PREFECT_API_URL")):
+        wait_for_api(api)
     if not begin_sqlite_writes_immediately():
         print("shipline: Prefect's SQLite transactions are not as expected; running it unchanged", flush=True)
     sys.argv = ["prefect", *sys.argv[1:]]

@@ -41,7 +41,7 @@ from shipline.stack.sockets import free_port_run
 from tests.waiting import eventually
 
 EXAMPLE = PROJECT_ROOT / "examples" / "hello-python"
-PORT_SETTINGS = ("PREFECT", "ETCD", "ETCD_PEER", "REGISTRY", "NGINX", "DISCOVER", "WEB", "POSTGRES")
+PORT_SETTINGS = ("PREFECT", "ETCD", "ETCD_PEER", "REGISTRY", "NGINX", "DISCOVER", "WEB", "POSTGRES", "REDIS")
 HOSTS = {"pre": "127.0.0.2", "prod": "127.0.0.3"}
 PREFECT_CLIENT = (  # Prefect's settings of the stack (API, credential), before Prefect is imported
     "import os\n"
@@ -170,9 +170,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
     home = tmp_path_factory.mktemp("scale") / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPLINE_", "PREFECT_"))}
     env |= {"SHIPLINE_PROFILE": "scale", "SHIPLINE_HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
-    env |= {
-        f"SHIPLINE_{name}_PORT": str(port) for name, port in zip(PORT_SETTINGS, free_ports(8), strict=True)
-    }
+    ports = free_ports(len(PORT_SETTINGS))
+    env |= {f"SHIPLINE_{name}_PORT": str(port) for name, port in zip(PORT_SETTINGS, ports, strict=True)}
     # The 3 etcd members take client ports ETCD + 2i and peer ports ETCD_PEER + 2i: six in a row.
     first = free_run(6)
     env |= {"SHIPLINE_ETCD_PORT": str(first), "SHIPLINE_ETCD_PEER_PORT": str(first + 1)}
@@ -247,7 +246,9 @@ def test_status_lists_every_process_under_its_host(stack: ScaleStack) -> None:
         }
     assert hosts["nginx"] == hosts["discover"] == "prod"
     etcd = ("etcd-1", "etcd-2", "etcd-3")  # the profile's cluster (over TLS)
-    assert {hosts[n] for n in (*etcd, "registry", "prefect", "postgres", "worker-ci")} == {"main"}
+    # Prefect's API and its services as two processes, meeting in Redis: all on the main host.
+    main = (*etcd, "registry", "prefect", "prefect-services", "redis", "postgres", "worker-ci")
+    assert {hosts[n] for n in main} == {"main"}
     assert {document["components"][f"docker-{h}"]["managed"] for h in HOSTS} == {True}
 
 
