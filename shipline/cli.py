@@ -544,7 +544,7 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 @reports_errors
 def units(
     role: Annotated[
-        list[str] | None, typer.Option("--role", help="ci, pre, prod or edge (default: all of them).")
+        list[str] | None, typer.Option("--role", help="ci, pre, prod, edge or server (default: all of them).")
     ] = None,
     out: Annotated[str, typer.Option("--out", help="Directory to write the unit files into.")] = "units",
 ) -> None:

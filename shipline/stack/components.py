@@ -930,6 +930,22 @@ def prefect_server_needs(settings: Settings) -> tuple[str, ...]:
     return tuple(needs)
 
 
+def prefect_server_settings(settings: Settings) -> dict[str, str]:
+    """The settings of Prefect's server processes that are no secret (a unit may carry them): logging,
+    CSRF and CORS, the database (unless SQLite under ``PREFECT_HOME``), and Redis's address when split."""
+    environment = {
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # A page of another origin may neither read answers nor change state (the UI is same-origin).
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": settings.prefect_url,
+    }
+    if (database := settings.prefect_database_connection_url) is not None:
+        environment["PREFECT_API_DATABASE_CONNECTION_URL"] = database
+    if settings.prefect_services == "split":
+        environment |= settings.prefect_redis_environment()
+    return environment
+
+
 def prefect_server_environment(settings: Settings) -> dict[str, str]:
     """The environment of Prefect's server processes (the API, and its services when they run apart).
 
@@ -940,17 +956,11 @@ def prefect_server_environment(settings: Settings) -> dict[str, str]:
         **os.environ,
         **settings.prefect_environment(),
         **server_environment(settings),
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-        # A page of another origin may neither read answers nor change state (the UI is same-origin).
-        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
-        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": settings.prefect_url,
+        **prefect_server_settings(settings),
     }
-    if (database := settings.prefect_database_connection_url) is not None:
-        environment["PREFECT_API_DATABASE_CONNECTION_URL"] = database
-    else:
+    if settings.prefect_database_connection_url is None:
         environment.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # SQLite under PREFECT_HOME
     if settings.prefect_services == "split":
-        environment |= settings.prefect_redis_environment()
         environment[REDIS_PASSWORD_VARIABLE] = redis_password(settings)
     return environment
 

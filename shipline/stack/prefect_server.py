@@ -88,7 +88,16 @@ def wait_for_api(api_url: str, *, interval: float = 0.5) -> None:
         time.sleep(interval)
 
 
+def server_auth_from_client(environment: MutableMapping[str, str]) -> None:
+    """Give the server the clients' auth string (``PREFECT_API_AUTH_STRING``, from the stack's credentials
+    file a systemd unit names) where its own (``PREFECT_SERVER_API_AUTH_STRING``) is not set."""
+    client = environment.get("PREFECT_API_AUTH_STRING")
+    if client and not environment.get("PREFECT_SERVER_API_AUTH_STRING"):
+        environment["PREFECT_SERVER_API_AUTH_STRING"] = client
+
+
 def main() -> None:
+    server_auth_from_client(os.environ)
     docket_url_with_password(os.environ)
     if sys.argv[1:4] == ["server", "services", "start"] and (api := os.environ.get("PREFECT_API_URL")):
         wait_for_api(api)

@@ -8,6 +8,8 @@ pid leaves the API answering, its events waiting in Redis until ``up`` starts it
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -26,10 +28,11 @@ import httpx
 import pytest
 import redis
 
-from shipline.config import PROJECT_ROOT, Settings
+from shipline.config import PROJECT_ROOT, Settings, read_environment_file
 from shipline.stack.credentials import redis_password
-from shipline.stack.processes import ProcessTable
+from shipline.stack.processes import ProcessRecord, ProcessTable
 from shipline.stack.supervise import read_supervision
+from shipline.stack.units import write_units
 from tests.cli import shipline
 from tests.images import free_ports
 from tests.waiting import eventually
@@ -269,3 +272,79 @@ def test_services_killed_leave_the_api_answering_and_up_starts_them_again(split:
         interval=0.5,
         what="the task runs of the outage recorded once the services are back",
     )
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, trust_env=False, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _dead(record: ProcessRecord) -> bool:
+    return not record.alive
+
+
+def _unit_process(unit: Path, settings: Settings) -> subprocess.Popen[bytes]:
+    """Start a unit's ExecStart with its Environment= and EnvironmentFile= lines, as systemd would."""
+    environment = {"PATH": os.environ["PATH"], "HOME": str(settings.home), "PYTHONPATH": str(PROJECT_ROOT)}
+    command: list[str] = []
+    for line in unit.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "ExecStart":
+            command = value.split()
+        elif key == "Environment":
+            name, _, setting = value.partition("=")
+            environment[name] = setting
+        elif key == "EnvironmentFile":
+            environment |= read_environment_file(Path(value))
+    log = (settings.log_dir / f"{unit.stem}-unit.log").open("ab")
+    return subprocess.Popen(
+        command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def test_the_server_roles_units_run_the_split_server(split: SplitStack, tmp_path: Path) -> None:
+    s = split.settings
+    table = ProcessTable(s.run_dir)
+    for name in ("prefect-services", "prefect"):  # the stack's own two stop; the units' take over
+        record = table.running(name)
+        assert record is not None, f"{name} is not running"
+        os.killpg(record.pid, signal.SIGTERM)
+        eventually(functools.partial(_dead, record), timeout=30, what=f"{name} stopped")
+    written = write_units(tmp_path, ["server"], s)
+    assert sorted(p.name for p in written) == [
+        "shipline-prefect-services.service",
+        "shipline-prefect.service",
+        "shipline-redis.service",
+    ]
+    started = [
+        _unit_process(tmp_path / f"{name}.service", s)
+        for name in ("shipline-prefect", "shipline-prefect-services")
+    ]
+    try:
+        eventually(
+            functools.partial(_answers, f"{s.prefect_api_url}/health"),
+            timeout=120,
+            interval=0.5,
+            what="the API of the unit shipline-prefect",
+        )
+        # It requires the credential it got from the clients' file, as the stack's own server does.
+        assert httpx.get(f"{s.prefect_api_url}/admin/version", trust_env=False).status_code == 401
+        run = split.run_flow()
+        eventually(  # recorded by the services of the unit shipline-prefect-services, through Redis
+            lambda: split.task_run_states(run) == ["COMPLETED"] * 3,
+            timeout=90,
+            interval=0.5,
+            what="task runs recorded by the units' services",
+        )
+    finally:
+        for process in reversed(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+    split.up(*SERVER)  # the stack's own again, for `down` at the end of the module
