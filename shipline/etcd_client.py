@@ -11,7 +11,11 @@ leadership the next request goes to another. aetcd opens an insecure channel onl
 one (``grpc.aio.secure_channel``, the CA, this host's certificate and key) when the URLs are ``https``. Every
 member's certificate must name the first URL's host: one channel checks one name. etcd's simple auth
 tokens go through raft, so a token works on every member, and the token keeper's reads, spread over the
-members, keep it alive on each.
+members, keep it alive on each — except on a member that restarted: it keeps tokens in memory only, and
+does not apply again what its store had committed, so it answers "invalid auth token" to a token issued
+before. The channel's interceptor (``_TokenRenewal``) then authenticates once more (the new token goes
+through raft to every member, the restarted one included) and repeats the request; every later request
+and stream carries the new token.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ from shipline.errors import ConfigError, ServiceUnavailableError
 
 CREDENTIALS_VARIABLE = "ETCDCTL_USER"
 """The line of a credentials file: etcdctl reads ``user:password`` from this variable too."""
+
+AUTHENTICATE = b"/etcdserverpb.Auth/Authenticate"
+INVALID_TOKEN = "invalid auth token"  # noqa: S105 - etcd's answer, not a secret
+TOKEN_TRIES = 3
+"""Tries of a request that a member refuses for its token: the first renews it, the next wait 0.1 s, 0.2 s
+for a member still applying the new token."""
 
 TOKEN_REFRESH_SECONDS = 60.0
 """etcd's simple auth tokens expire after 5 idle minutes and aetcd never asks for a new one, so a client
@@ -191,6 +201,45 @@ def http_tls(files: EtcdTlsFiles | None) -> ssl.SSLContext | bool:
     return context
 
 
+class _TokenRenewal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    """Every request carries the client's current token; a request refused for its token ("invalid auth
+    token": a member that restarted, or a token that expired) renews it and is repeated."""
+
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+
+    def _with_token(self, details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
+        pairs = [(key, value) for key, value in (details.metadata or ()) if key != "token"]
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            grpc.aio.Metadata(*pairs, ("token", token)),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        token = self.client.token
+        if token is None or details.method == AUTHENTICATE:
+            return await continuation(details, request)
+        for attempt in range(TOKEN_TRIES):
+            call = await continuation(self._with_token(details, token), request)
+            if attempt == TOKEN_TRIES - 1 or await call.code() != grpc.StatusCode.UNAUTHENTICATED:
+                return call
+            if INVALID_TOKEN not in (await call.details() or ""):
+                return call
+            if attempt:
+                await asyncio.sleep(0.1 * attempt)
+            token = await self.client.renew_token(token)
+        return call  # pragma: no cover - the loop returns
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        token = self.client.token
+        if token is not None:
+            details = self._with_token(details, token)
+        return await continuation(details, request_iterator)
+
+
 class _Client(aetcd.Client):
     """aetcd's client on one channel to every member, over TLS when ``credentials`` are given."""
 
@@ -207,6 +256,19 @@ class _Client(aetcd.Client):
         super().__init__(host=endpoints[0].host, port=endpoints[0].port, options=options, **kwargs)
         self._target = _target(endpoints)
         self._channel_credentials = credentials
+        self.token: str | None = None
+        self._renewal = asyncio.Lock()
+
+    async def renew_token(self, stale: str) -> str:
+        """Authenticate again unless another request already replaced ``stale``; the current token."""
+        async with self._renewal:
+            if self.token == stale and self._username is not None and self._password is not None:
+                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+                reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.token = reply.token
+                self.metadata = (("token", reply.token),)
+        assert self.token is not None
+        return self.token
 
     @_handle_errors
     async def connect(self) -> None:
@@ -219,16 +281,18 @@ class _Client(aetcd.Client):
         try:
             self._is_connecting = True
             options = list(self._options.items())
+            renewal = [_TokenRenewal(self)]
             if self._channel_credentials is None:
-                self.channel = grpc.aio.insecure_channel(self._target, options=options)
+                self.channel = grpc.aio.insecure_channel(self._target, options=options, interceptors=renewal)
             else:
                 self.channel = grpc.aio.secure_channel(
-                    self._target, self._channel_credentials, options=options
+                    self._target, self._channel_credentials, options=options, interceptors=renewal
                 )
             if self._username is not None and self._password is not None:
                 self.auth_stub = rpc.AuthStub(self.channel)
                 request = rpc.AuthenticateRequest(name=self._username, password=self._password)
                 reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.token = reply.token
                 self.metadata = (("token", reply.token),)
             self.kvstub = rpc.KVStub(self.channel)
             self.clusterstub = rpc.ClusterStub(self.channel)
