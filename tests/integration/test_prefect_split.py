@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -272,6 +273,25 @@ def test_services_killed_leave_the_api_answering_and_up_starts_them_again(split:
         interval=0.5,
         what="the task runs of the outage recorded once the services are back",
     )
+
+
+def test_postgresql_restarted_needs_no_operator_for_the_api_or_the_services(split: SplitStack) -> None:
+    s = split.settings
+    before = {name: _serving_pid(s, name) for name in ("prefect", "prefect-services")}
+    record = ProcessTable(s.run_dir).running("postgres")
+    assert record is not None, "the split stack's PostgreSQL is not running"
+    os.kill(record.pid, signal.SIGINT)  # PostgreSQL's fast shutdown, as `down` stops it
+    eventually(functools.partial(_dead, record), timeout=30, what="PostgreSQL to stop")
+    time.sleep(5)  # the outage: the services' loops meet a database that refuses them
+    split.up("postgres")  # the stack starts it again, on the same data
+    run = split.run_flow()
+    eventually(  # recorded by the same services' process, which found the database again by itself
+        lambda: split.task_run_states(run) == ["COMPLETED"] * 3,
+        timeout=120,
+        interval=0.5,
+        what="a new run's task runs recorded after PostgreSQL's restart",
+    )
+    assert {name: _serving_pid(s, name) for name in before} == before, "a server process restarted"
 
 
 def _answers(url: str) -> bool:
