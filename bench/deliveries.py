@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
 
-from bench.pipeline import _snapshot
+from bench.pipeline import _snapshot, retire_apps
 from shipline.config import Settings
 from shipline.delivery import RunReport, follow_delivery
 
@@ -62,6 +62,7 @@ def run(settings: Settings) -> dict[str, float | int | str]:
         for thread in threads:
             thread.join()
         wall = time.monotonic() - started
+        retire_apps(list(sources))
     failed = sorted([app for app, report in reports.items() if report.state != "Completed"] + list(errors))
     per_pool: dict[str, list[tuple[float, float]]] = {}
     with get_client(sync_client=True) as client:
