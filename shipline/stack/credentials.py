@@ -24,6 +24,7 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -51,17 +52,37 @@ def _write_secret_file(path: Path, variable: str, value: str) -> None:
     write_atomically(path, f"{variable}={value}\n", mode=0o600)
 
 
+def _ensure_secret(path: Path, variable: str, make: Callable[[], str]) -> bool:
+    """Write ``variable=make()`` into ``path`` (0600) unless it holds a value for it; True if written."""
+    if read_environment_file(path).get(variable):
+        return False
+    _write_secret_file(path, variable, make())
+    return True
+
+
+def _read_secret(path: Path, variable: str, missing: str) -> str:
+    """The value of ``variable`` in ``path``.
+
+    Raises:
+        ConfigError: saying ``missing``, if the file holds none (``up`` has not generated it yet).
+    """
+    value = read_environment_file(path).get(variable)
+    if not value:
+        raise ConfigError(f"{missing} in {path}", hint="shipline up generates it")
+    return value
+
+
 def ensure_api_credential(settings: Settings) -> bool:
     """Generate Prefect's API credential unless the stack has one.
 
     Returns:
         True if it was generated just now.
     """
-    path = settings.prefect_client_credentials
-    if read_environment_file(path).get(CLIENT_VARIABLE):
-        return False
-    _write_secret_file(path, CLIENT_VARIABLE, f"{API_USER}:{secrets.token_urlsafe(32)}")
-    return True
+    return _ensure_secret(
+        settings.prefect_client_credentials,
+        CLIENT_VARIABLE,
+        lambda: f"{API_USER}:{secrets.token_urlsafe(32)}",
+    )
 
 
 def api_auth_string(settings: Settings) -> str:
@@ -70,13 +91,7 @@ def api_auth_string(settings: Settings) -> str:
     Raises:
         ConfigError: if ``up`` has not generated it yet.
     """
-    value = read_environment_file(settings.prefect_client_credentials).get(CLIENT_VARIABLE)
-    if not value:
-        raise ConfigError(
-            f"prefect: no API credential in {settings.prefect_client_credentials}",
-            hint="shipline up generates it",
-        )
-    return value
+    return _read_secret(settings.prefect_client_credentials, CLIENT_VARIABLE, "prefect: no API credential")
 
 
 def server_environment(settings: Settings) -> dict[str, str]:
@@ -100,11 +115,9 @@ def ensure_redis_password(settings: Settings) -> bool:
     Returns:
         True if it was generated just now.
     """
-    path = settings.redis_credentials
-    if read_environment_file(path).get(REDIS_PASSWORD_VARIABLE):
-        return False
-    _write_secret_file(path, REDIS_PASSWORD_VARIABLE, secrets.token_urlsafe(32))
-    return True
+    return _ensure_secret(
+        settings.redis_credentials, REDIS_PASSWORD_VARIABLE, lambda: secrets.token_urlsafe(32)
+    )
 
 
 def redis_password(settings: Settings) -> str:
@@ -113,12 +126,7 @@ def redis_password(settings: Settings) -> str:
     Raises:
         ConfigError: if ``up`` has not generated it yet.
     """
-    value = read_environment_file(settings.redis_credentials).get(REDIS_PASSWORD_VARIABLE)
-    if not value:
-        raise ConfigError(
-            f"redis: no password in {settings.redis_credentials}", hint="shipline up generates it"
-        )
-    return value
+    return _read_secret(settings.redis_credentials, REDIS_PASSWORD_VARIABLE, "redis: no password")
 
 
 def adopt_encryption_key(settings: Settings) -> str:

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
@@ -26,45 +22,11 @@ from shipline.stack.processes import ProcessTable
 from shipline.stack.supervise import read_supervision
 from tests.cli import shipline
 from tests.images import free_ports
+from tests.private_stack import PrivateStack
 from tests.waiting import eventually
 
-START = (
-    "import sys\n"
-    "from shipline.config import load_settings\n"
-    "from shipline.stack.lifecycle import up\n"
-    "up(load_settings(), only=set(sys.argv[1:]))\n"
-)
 NAPPING = "tests/napping_flow.py:napping"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-@dataclass(frozen=True)
-class PrivateStack:
-    """A stack of PostgreSQL, Prefect and the ``pre`` pool's worker in a home of this module's."""
-
-    settings: Settings
-    env: dict[str, str]
-
-    def up(self, *components: str) -> None:
-        """``up`` of these components, as a process of its own (Prefect reads its settings once)."""
-        started = subprocess.run(
-            [sys.executable, "-c", START, *components],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
-        )
-        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
-
-    def client(self) -> AbstractContextManager[Any]:
-        """Prefect's settings of this stack, for Prefect's client in this process."""
-        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-        auth = self.settings.prefect_environment()["PREFECT_API_AUTH_STRING"]
-        return temporary_settings(
-            {PREFECT_API_URL: self.settings.prefect_api_url, PREFECT_API_AUTH_STRING: auth}
-        )
 
 
 @pytest.fixture(scope="module")

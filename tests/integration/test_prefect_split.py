@@ -18,11 +18,8 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import httpx
@@ -36,14 +33,9 @@ from shipline.stack.supervise import read_supervision
 from shipline.stack.units import write_units
 from tests.cli import shipline
 from tests.images import free_ports
+from tests.private_stack import PrivateStack
 from tests.waiting import eventually
 
-START = (
-    "import sys\n"
-    "from shipline.config import load_settings\n"
-    "from shipline.stack.lifecycle import up\n"
-    "up(load_settings(), only=set(sys.argv[1:]))\n"
-)
 FLOW_WITH_TASKS = (
     "from prefect import flow, task\n"
     "@task\n"
@@ -58,33 +50,8 @@ FLOW_WITH_TASKS = (
 SERVER = ("redis", "prefect", "prefect-services")
 
 
-@dataclass(frozen=True)
-class SplitStack:
+class SplitStack(PrivateStack):
     """PostgreSQL, Redis, Prefect's API and its services' process, in a home of this module's."""
-
-    settings: Settings
-    env: dict[str, str]
-
-    def up(self, *components: str) -> None:
-        """``up`` of these components, as a process of its own (Prefect reads its settings once)."""
-        started = subprocess.run(
-            [sys.executable, "-c", START, *components],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
-        )
-        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
-
-    def client(self) -> AbstractContextManager[Any]:
-        """Prefect's settings of this stack, for Prefect's client in this process."""
-        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-        auth = self.settings.prefect_environment()["PREFECT_API_AUTH_STRING"]
-        return temporary_settings(
-            {PREFECT_API_URL: self.settings.prefect_api_url, PREFECT_API_AUTH_STRING: auth}
-        )
 
     def run_flow(self) -> UUID:
         """Run a flow of three tasks in a process of its own, as a client of this stack; its run's id."""

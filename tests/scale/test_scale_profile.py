@@ -68,6 +68,17 @@ class ScaleStack:
             cwd=PROJECT_ROOT,
         )
 
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """`shipline ARGS` started, not waited for: its output piped."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "shipline", *args],
+            env=self.env,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def json(self, *args: str) -> Any:
         done = self.shipline(*args, "--json")
         assert done.returncode == 0, f"shipline {' '.join(args)}: {done.stderr}"
@@ -314,14 +325,7 @@ def test_a_prod_engine_stopped_mid_release_fails_it_cleanly(
 ) -> None:
     app = delivered["app"]
     slow_to_start_in_prod(sample)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "run", str(sample), "--json"],
-        env=stack.env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = stack.start("run", str(sample), "--json")
     try:
         prod = stack.engine("prod")
         eventually(
@@ -369,14 +373,7 @@ def test_a_rollback_reaches_the_prod_engine_once_it_is_back(
     app = delivered["app"]
     up = stack.shipline("up", timeout=600)
     assert up.returncode == 0 and "docker-prod" in up.stdout, up.stdout + up.stderr
-    rollback = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "rollback", app, "--env", "prod", "--to", "1"],
-        env=stack.env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    rollback = stack.start("rollback", app, "--env", "prod", "--to", "1")
     try:
         # One etcd member dies while the release runs (the one every client lists first): the release
         # goes on with the other two, and discovery keeps following.
@@ -440,14 +437,7 @@ def test_a_lost_prod_worker_host_crashes_its_run_and_the_next_release_recovers(
     spec.write_text(
         slow.replace("health_timeout_seconds: 20", "health_timeout_seconds: 600").replace("'30'", "'600'")
     )
-    run = subprocess.Popen(
-        [sys.executable, "-m", "shipline", "run", str(sample), "--json"],
-        env=stack.env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = stack.start("run", str(sample), "--json")
     try:
         eventually(
             lambda: containers(stack.engine("prod"), app).count(("prod", "4")) == 2,
