@@ -58,7 +58,8 @@ for a member still applying the new token."""
 
 TOKEN_REFRESH_SECONDS = 60.0
 """etcd's simple auth tokens expire after 5 idle minutes and aetcd never asks for a new one, so a client
-that may sit idle (a watch, a lease kept alive) reads one key this often to keep its token."""
+that may sit idle (a watch, a lease kept alive) reads one key this often to keep its token (a request that
+meets an expired token all the same authenticates again: ``_TokenRenewal``)."""
 
 CHANNEL_OPTIONS = {
     # gRPC shares connections process-wide by default, so a new client to an etcd that was down inherits
