@@ -15,7 +15,7 @@ members, keep it alive on each — except on a member that restarted: it keeps t
 does not apply again what its store had committed, so it answers "invalid auth token" to a token issued
 before. The channel's interceptor (``_TokenRenewal``) then authenticates once more (the new token goes
 through raft to every member, the restarted one included) and repeats the request; every later request
-and stream carries the new token.
+carries the new token.
 """
 
 from __future__ import annotations
@@ -202,9 +202,14 @@ def http_tls(files: EtcdTlsFiles | None) -> ssl.SSLContext | bool:
     return context
 
 
-class _TokenRenewal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+class _TokenRenewal(grpc.aio.UnaryUnaryClientInterceptor):
     """Every request carries the client's current token; a request refused for its token ("invalid auth
-    token": a member that restarted, or a token that expired) renews it and is repeated."""
+    token": a member that restarted, or a token that expired) renews it and is repeated.
+
+    Streams (watches, lease refreshes) are left as aetcd makes them, with the token of when they open: the
+    renewed one, once a request renewed it (a watch stream open before breaks, and its owner watches
+    again, as after any etcd interruption).
+    """
 
     def __init__(self, client: _Client) -> None:
         self.client = client
@@ -234,12 +239,6 @@ class _TokenRenewal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamC
             token = await self.client.renew_token(token)
         return call  # pragma: no cover - the loop returns
 
-    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        token = self.client.token
-        if token is not None:
-            details = self._with_token(details, token)
-        return await continuation(details, request_iterator)
-
 
 class _Client(aetcd.Client):
     """aetcd's client on one channel to every member, over TLS when ``credentials`` are given."""
@@ -268,6 +267,8 @@ class _Client(aetcd.Client):
                 reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
                 self.token = reply.token
                 self.metadata = (("token", reply.token),)
+                if self._watcher is not None:  # its next stream opens with the new token
+                    self._watcher._metadata = self.metadata
         assert self.token is not None
         return self.token
 
